@@ -1,0 +1,52 @@
+"""tfprune: pruning for Keras 3 on TensorFlow, with export to sparse, quantized TFLite.
+
+The public API is what this module exports; modules with a leading
+underscore are private.
+
+Example:
+
+```python
+import tfprune
+
+pruned = tfprune.prune_low_magnitude(
+    model,
+    pruning_schedule=tfprune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000),
+)
+pruned.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+pruned.fit(x, y, epochs=2, callbacks=[tfprune.UpdatePruningStep()])
+final = tfprune.strip_pruning(pruned)
+print(tfprune.sparsity_report(final))
+```
+"""
+
+__version__ = "0.1.0"
+
+import keras as _keras
+
+if _keras.backend.backend() != "tensorflow":  # pragma: no cover
+    raise ImportError(
+        "tfprune needs Keras's TensorFlow backend, but KERAS_BACKEND is "
+        f"'{_keras.backend.backend()}'. Set KERAS_BACKEND=tensorflow before importing keras."
+    )
+
+from tfprune._pruning.api import PruningPolicy, prune_low_magnitude, strip_pruning
+from tfprune._pruning.callbacks import PruningSummaries, UpdatePruningStep
+from tfprune._pruning.registry import PrunableLayer
+from tfprune._pruning.report import SparsityReport, sparsity_report
+from tfprune._pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
+from tfprune._pruning.wrapper import PruneLowMagnitude
+
+__all__ = [
+    "ConstantSparsity",
+    "PolynomialDecay",
+    "PrunableLayer",
+    "PruneLowMagnitude",
+    "PruningPolicy",
+    "PruningSchedule",
+    "PruningSummaries",
+    "SparsityReport",
+    "UpdatePruningStep",
+    "prune_low_magnitude",
+    "sparsity_report",
+    "strip_pruning",
+]

@@ -1,0 +1,1 @@
+"""Magnitude pruning internals; the public names are exported by ``tfprune``."""

@@ -1,0 +1,179 @@
+"""Callbacks that drive pruning inside ``model.fit``.
+
+``UpdatePruningStep`` asks each layer's schedule, in plain Python, whether
+this step updates masks; only then does it touch the weights. The step count
+itself lives in each wrapper (incremented inside the train step), so it is
+saved with the model and a resumed ``fit`` continues the schedule.
+"""
+
+import collections
+import os
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfprune._pruning import masks as mask_lib
+from tfprune._pruning import registry
+from tfprune._pruning.api import pruning_wrappers
+
+
+class UpdatePruningStep(keras.callbacks.Callback):
+    """Updates pruning masks while ``model.fit`` trains a pruned model.
+
+    Required whenever a model from ``tfprune.prune_low_magnitude`` trains:
+    before each batch it asks every pruned layer's schedule whether masks are
+    due, and recomputes them if so. Training without it raises an error
+    that says so. Wrappers ranked together (``granularity="global"``) are
+    updated with one shared threshold.
+
+    Example:
+
+    ```python
+    pruned.fit(x, y, epochs=2, callbacks=[tfprune.UpdatePruningStep()])
+    ```
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._wrappers = []
+        self._steps = []
+
+    def on_train_begin(self, logs=None):
+        self._wrappers = pruning_wrappers(self.model)
+        if not self._wrappers:
+            warnings.warn(
+                f"UpdatePruningStep: model '{self.model.name}' has no pruned layers; nothing to do. "
+                "Did you train the model returned by tfprune.prune_low_magnitude?",
+                stacklevel=2,
+            )
+        for wrapper in self._wrappers:
+            if int(wrapper.pruning_step.numpy()) < 0:
+                wrapper.pruning_step.assign(0)
+        self._sync_steps()
+
+    def _sync_steps(self):
+        self._steps = [int(w.pruning_step.numpy()) for w in self._wrappers]
+
+    def _steps_per_call(self):
+        return int(getattr(self.model, "steps_per_execution", 1) or 1)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        span = self._steps_per_call()
+        if span > 1:
+            # One call runs several steps (and the last one of an epoch may
+            # run fewer): read the true count back.
+            self._sync_steps()
+        due = []
+        for wrapper, step in zip(self._wrappers, self._steps):
+            sparsity = None
+            for s in range(step, step + span):
+                should, value = wrapper.pruning_schedule(s)
+                if should:
+                    sparsity = float(value)
+            if sparsity is not None:
+                due.append((wrapper, sparsity))
+        if due:
+            update_masks(due)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._steps_per_call() == 1:
+            self._steps = [s + 1 for s in self._steps]
+
+    def get_config(self):
+        return {}
+
+
+def update_masks(due):
+    """Recomputes masks for ``[(wrapper, sparsity), ...]``; global groups rank together."""
+    groups = collections.defaultdict(list)
+    for wrapper, sparsity in due:
+        if wrapper.global_group is None:
+            wrapper.update_masks(sparsity)
+        else:
+            groups[wrapper.global_group].append((wrapper, sparsity))
+    for members in groups.values():
+        wrappers = [w for w, _ in members]
+        sparsity = members[0][1]
+        scores = [wrapper.weight_scores() for wrapper in wrappers]
+        flat = [s for per_wrapper in scores for s in per_wrapper]
+        score_masks, threshold = mask_lib.magnitude_masks(flat, sparsity)
+        start = 0
+        for wrapper, per_wrapper in zip(wrappers, scores):
+            own = score_masks[start:start + len(per_wrapper)]
+            start += len(per_wrapper)
+            full = [wrapper.expand(w, m) for w, m in zip(wrapper.pruned_weights, own)]
+            wrapper.assign_masks(full, [threshold] * len(full))
+
+
+class PruningSummaries(keras.callbacks.Callback):
+    """Writes per-layer sparsity and thresholds to TensorBoard.
+
+    For every pruned weight it logs ``pruning/<layer>/<weight>/sparsity``
+    (the fraction of zeros in the mask) and ``.../threshold`` (the magnitude
+    below which weights were pruned at the last update), and the schedule's
+    target as ``pruning/<layer>/target_sparsity``, against the layer's
+    pruning step. View with ``tensorboard --logdir <log_dir>``.
+
+    Args:
+        log_dir: directory for the event files.
+        update_freq: ``"epoch"`` to write at the end of each epoch, or an
+            integer number of batches.
+
+    Example:
+
+    ```python
+    pruned.fit(
+        x, y, epochs=4,
+        callbacks=[tfprune.UpdatePruningStep(), tfprune.PruningSummaries("logs/pruning")],
+    )
+    ```
+    """
+
+    def __init__(self, log_dir, update_freq="epoch"):
+        super().__init__()
+        if update_freq != "epoch" and (not isinstance(update_freq, int) or update_freq <= 0):
+            raise ValueError(
+                f"PruningSummaries: `update_freq` must be 'epoch' or a positive number of batches. "
+                f"Received: update_freq={update_freq!r}."
+            )
+        self.log_dir = os.fspath(log_dir)
+        self.update_freq = update_freq
+        self._writer = None
+        self._batches = 0
+
+    def on_train_begin(self, logs=None):
+        self._writer = tf.summary.create_file_writer(self.log_dir)
+        self._batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batches += 1
+        if self.update_freq != "epoch" and self._batches % self.update_freq == 0:
+            self._write()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.update_freq == "epoch":
+            self._write()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _write(self):
+        with self._writer.as_default():
+            for wrapper in pruning_wrappers(self.model):
+                step = int(wrapper.pruning_step.numpy())
+                name = wrapper.layer.name
+                _, target = wrapper.pruning_schedule(max(step, 0))
+                tf.summary.scalar(f"pruning/{name}/target_sparsity", float(target), step=step)
+                for weight, mask, threshold in zip(wrapper.pruned_weights, wrapper.masks, wrapper.thresholds):
+                    mask = keras.ops.convert_to_numpy(mask)
+                    tag = f"pruning/{name}/{registry.weight_label(weight)}"
+                    tf.summary.scalar(f"{tag}/sparsity", float(1.0 - np.mean(mask)), step=step)
+                    tf.summary.scalar(f"{tag}/threshold", float(threshold.numpy()), step=step)
+        self._writer.flush()
+
+    def get_config(self):
+        return {"log_dir": self.log_dir, "update_freq": self.update_freq}

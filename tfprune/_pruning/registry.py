@@ -1,0 +1,172 @@
+"""Which weights of which Keras layers are pruned.
+
+Pruning applies to the large multiplicative weights (kernels, embeddings,
+recurrent kernels). Biases, normalisation parameters and depthwise kernels
+are tiny and sensitive, so they are left alone; a DepthwiseConv2D is pruned
+only when the user passes that layer explicitly.
+"""
+
+import keras
+
+
+class PrunableLayer:
+    """Mixin for a custom layer that tells tfprune which weights to prune.
+
+    Implement ``get_prunable_weights()`` returning the layer's variables to
+    mask. tfprune wraps such a layer like a built-in one.
+
+    Example:
+
+    ```python
+    class MyDense(keras.layers.Dense, tfprune.PrunableLayer):
+        def get_prunable_weights(self):
+            return [self.kernel]
+
+    model = keras.Sequential([keras.Input((8,)), MyDense(4)])
+    pruned = tfprune.prune_low_magnitude(model)
+    ```
+    """
+
+    def get_prunable_weights(self):
+        raise NotImplementedError(
+            f"{type(self).__name__} inherits tfprune.PrunableLayer and must implement "
+            "get_prunable_weights(), returning the variables to prune."
+        )
+
+
+# Layer class -> attribute names of the variables to prune. Order matters:
+# masks are saved in this order.
+_WEIGHT_ATTRS = {
+    keras.layers.Dense: ("kernel",),
+    keras.layers.EinsumDense: ("kernel",),
+    keras.layers.Conv1D: ("kernel",),
+    keras.layers.Conv2D: ("kernel",),
+    keras.layers.Conv3D: ("kernel",),
+    keras.layers.Conv1DTranspose: ("kernel",),
+    keras.layers.Conv2DTranspose: ("kernel",),
+    keras.layers.Conv3DTranspose: ("kernel",),
+    keras.layers.SeparableConv1D: ("pointwise_kernel",),
+    keras.layers.SeparableConv2D: ("pointwise_kernel",),
+    keras.layers.Embedding: ("embeddings",),
+}
+_OPT_IN_ATTRS = {
+    keras.layers.DepthwiseConv1D: ("depthwise_kernel",),
+    keras.layers.DepthwiseConv2D: ("depthwise_kernel",),
+}
+SUPPORTED_LAYERS = (
+    "Dense, EinsumDense, Conv1D/2D/3D and their Transpose, SeparableConv1D/2D (pointwise), "
+    "DepthwiseConv1D/2D (when passed explicitly), Embedding, LSTM/GRU/SimpleRNN/RNN of such "
+    "cells, MultiHeadAttention, Bidirectional and TimeDistributed of these, or a layer "
+    "implementing tfprune.PrunableLayer.get_prunable_weights()"
+)
+
+
+def _lookup(table, layer):
+    # Exact class first: SeparableConv and the Transpose convs subclass the
+    # plain convs in some Keras versions, and need their own entry.
+    if type(layer) in table:
+        return table[type(layer)]
+    for cls, attrs in table.items():
+        if isinstance(layer, cls):
+            return attrs
+    return None
+
+
+def prunable_weights(layer, explicit=False):
+    """The variables of ``layer`` to prune, or ``None`` if it has none.
+
+    ``explicit`` is True when the user named this very layer (opt-in kinds
+    such as DepthwiseConv2D are pruned then only).
+    """
+    if isinstance(layer, PrunableLayer):
+        return list(layer.get_prunable_weights())
+    if isinstance(layer, keras.layers.Bidirectional):
+        return _join(prunable_weights(layer.forward_layer), prunable_weights(layer.backward_layer))
+    if isinstance(layer, keras.layers.TimeDistributed):
+        return prunable_weights(layer.layer, explicit)
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        parts = (layer._query_dense, layer._key_dense, layer._value_dense, layer._output_dense)
+        return _join(*(prunable_weights(p) for p in parts))
+    if isinstance(layer, keras.layers.RNN):
+        return _cell_weights(layer.cell)
+    attrs = _lookup(_WEIGHT_ATTRS, layer)
+    if attrs is None and explicit:
+        attrs = _lookup(_OPT_IN_ATTRS, layer)
+    if attrs is None:
+        return None
+    return [getattr(layer, a) for a in attrs]
+
+
+def _cell_weights(cell):
+    if isinstance(cell, PrunableLayer):
+        return list(cell.get_prunable_weights())
+    if hasattr(cell, "kernel") and hasattr(cell, "recurrent_kernel"):
+        return [cell.kernel, cell.recurrent_kernel]
+    return None
+
+
+def _join(*parts):
+    weights = [w for part in parts if part for w in part]
+    return weights or None
+
+
+def input_axes(layer, weight):
+    """Axes of ``weight`` that run along the layer's input features.
+
+    m:n sparsity groups weights along these axes, as sparse tensor cores and
+    TFLite read them. Returns ``None`` where the input dimension is not one
+    axis (Embedding: a table, not a product with an input vector).
+    """
+    if isinstance(layer, (keras.layers.Bidirectional, keras.layers.TimeDistributed)):
+        inner = (
+            [layer.forward_layer, layer.backward_layer]
+            if isinstance(layer, keras.layers.Bidirectional)
+            else [layer.layer]
+        )
+        for sub in inner:
+            if any(w is weight for w in (prunable_weights(sub, True) or [])):
+                return input_axes(sub, weight)
+        return None
+    if isinstance(layer, keras.layers.Embedding):
+        return None
+    if isinstance(layer, (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)):
+        return len(weight.shape) - 1  # kernel is (..., out, in)
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        if weight is layer._output_dense.kernel:
+            return None  # (heads, key_dim, out): the input is two axes
+        return 0
+    if isinstance(layer, keras.layers.EinsumDense):
+        return 0 if len(weight.shape) == 2 else None
+    if len(weight.shape) >= 3:
+        return len(weight.shape) - 2  # conv kernels: (*spatial, in, out)
+    return 0
+
+
+
+
+_KNOWN_CELLS = (keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.SimpleRNNCell)
+
+
+def can_prune(layer, explicit=False):
+    """Whether ``layer`` has weights tfprune prunes; decided from its class, before build."""
+    if isinstance(layer, PrunableLayer):
+        return True
+    if isinstance(layer, keras.layers.Bidirectional):
+        return can_prune(layer.forward_layer)
+    if isinstance(layer, keras.layers.TimeDistributed):
+        return can_prune(layer.layer, explicit)
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        return True
+    if isinstance(layer, keras.layers.RNN):
+        cell = layer.cell
+        return isinstance(cell, (PrunableLayer,) + _KNOWN_CELLS) or (
+            layer.built and hasattr(cell, "kernel") and hasattr(cell, "recurrent_kernel")
+        )
+    if _lookup(_WEIGHT_ATTRS, layer) is not None:
+        return True
+    return explicit and _lookup(_OPT_IN_ATTRS, layer) is not None
+
+
+def weight_label(weight):
+    """A weight's name, unique within its layer: 'kernel', 'lstm_cell/recurrent_kernel', 'query/kernel'."""
+    return weight.path.split("/", 1)[-1] if "/" in weight.path else weight.name

@@ -1,0 +1,127 @@
+"""``sparsity_report``: how many weights each layer has, and how many are zero."""
+
+import json
+
+import keras
+import numpy as np
+
+from tfprune._pruning import registry
+from tfprune._pruning.wrapper import PruneLowMagnitude
+
+
+class SparsityReport:
+    """Per-layer counts of weights and nonzeros; print it or call ``to_dict()``.
+
+    Rows cover the prunable weights (kernels, embeddings, recurrent kernels)
+    of every layer, wrapped or plain, so the report of a pruned model and of
+    its stripped copy line up. ``total_*`` counts every parameter of the
+    model, biases and normalisation included.
+
+    Example:
+
+    ```python
+    report = tfprune.sparsity_report(model)
+    print(report)
+    report.to_dict()["layers"][0]["sparsity"]
+    ```
+    """
+
+    def __init__(self, model_name, rows, total_params, total_nonzero):
+        self.model_name = model_name
+        self.rows = rows
+        self.total_params = total_params
+        self.total_nonzero = total_nonzero
+
+    @property
+    def total_sparsity(self):
+        return 1.0 - self.total_nonzero / self.total_params if self.total_params else 0.0
+
+    def to_dict(self):
+        return {
+            "model": self.model_name,
+            "layers": [dict(row) for row in self.rows],
+            "total_params": self.total_params,
+            "total_nonzero": self.total_nonzero,
+            "total_sparsity": self.total_sparsity,
+        }
+
+    def to_json(self, **kwargs):
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def __str__(self):
+        header = ("layer", "class", "weight", "shape", "params", "nonzero", "sparsity")
+        lines = [
+            (r["layer"], r["class"], r["weight"], "x".join(map(str, r["shape"])),
+             f"{r['params']:,}", f"{r['nonzero']:,}", f"{r['sparsity']:.2%}")
+            for r in self.rows
+        ]
+        lines.append(("all parameters", "", "", "", f"{self.total_params:,}", f"{self.total_nonzero:,}",
+                      f"{self.total_sparsity:.2%}"))
+        widths = [max(len(str(line[i])) for line in [header] + lines) for i in range(len(header))]
+        right = {4, 5, 6}
+
+        def fmt(line):
+            return "  ".join(str(v).rjust(w) if i in right else str(v).ljust(w)
+                             for i, (v, w) in enumerate(zip(line, widths))).rstrip()
+
+        rule = "-" * len(fmt(header))
+        body = [fmt(line) for line in lines]
+        return "\n".join([f"Sparsity of '{self.model_name}'", fmt(header), rule] + body[:-1] + [rule, body[-1]])
+
+    def __repr__(self):
+        return f"<SparsityReport '{self.model_name}': {len(self.rows)} weights, {self.total_sparsity:.2%} sparse>"
+
+
+def sparsity_report(model):
+    """Counts weights and nonzeros per layer of a pruned, stripped or plain model.
+
+    Args:
+        model: a Keras model (wrapped by ``prune_low_magnitude`` or not).
+
+    Returns:
+        A ``tfprune.SparsityReport``: ``print`` it for a table, or use
+        ``to_dict()`` / ``to_json()``.
+
+    Example:
+
+    ```python
+    print(tfprune.sparsity_report(tfprune.strip_pruning(pruned)))
+    ```
+    """
+    rows = []
+    for layer in _leaf_layers(model):
+        inner = layer.layer if isinstance(layer, PruneLowMagnitude) else layer
+        weights = (layer.pruned_weights if isinstance(layer, PruneLowMagnitude)
+                   else registry.prunable_weights(inner, explicit=True)) or []
+        for weight in weights:
+            value = keras.ops.convert_to_numpy(weight)
+            nonzero = int(np.count_nonzero(value))
+            rows.append({
+                "layer": inner.name,
+                "class": type(inner).__name__,
+                "weight": registry.weight_label(weight),
+                "shape": list(value.shape),
+                "params": int(value.size),
+                "nonzero": nonzero,
+                "sparsity": 1.0 - nonzero / value.size if value.size else 0.0,
+            })
+    all_values = [keras.ops.convert_to_numpy(w) for w in _model_params(model)]
+    total = int(sum(v.size for v in all_values))
+    nonzero = int(sum(np.count_nonzero(v) for v in all_values))
+    return SparsityReport(model.name, rows, total, nonzero)
+
+
+def _leaf_layers(model):
+    if not isinstance(model, keras.Model):
+        return [model]
+    layers = []
+    for layer in model.layers:
+        layers.extend(_leaf_layers(layer) if isinstance(layer, keras.Model) else [layer])
+    return layers
+
+
+def _model_params(model):
+    # Masks, thresholds and steps are bookkeeping, not parameters of the network.
+    bookkeeping = {id(v) for w in _leaf_layers(model) if isinstance(w, PruneLowMagnitude)
+                   for v in w.masks + w.thresholds + [w.pruning_step]}
+    return [v for v in model.weights if id(v) not in bookkeeping]

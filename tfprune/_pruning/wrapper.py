@@ -1,0 +1,283 @@
+"""The pruning wrapper: what is masked, and how the mask stays applied.
+
+``PruneLowMagnitude`` wraps one Keras layer and owns, per pruned weight, a
+0/1 mask and the last threshold, plus the layer's pruning step. The mask is
+applied in two places, so pruned weights are exactly zero at all times:
+
+* when a mask changes, the weight is multiplied by it at once;
+* after every optimizer update, through the variable's ``constraint``, which
+  Keras optimizers apply inside the compiled train step. This is what keeps
+  momentum (SGD, Adam) from reviving a pruned weight, and it lets
+  ``predict``/``evaluate`` read the stored weights with no extra work.
+
+The forward pass therefore runs the wrapped layer unchanged; the only work
+added to a training step is the constraint's multiply.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfprune._pruning import masks as mask_lib
+from tfprune._pruning import registry
+from tfprune._pruning.schedules import ConstantSparsity, PruningSchedule
+
+_PACKAGE = "tfprune"
+GRANULARITIES = ("layer", "global")
+POOLING_TYPES = ("AVG", "MAX")
+
+_NO_CALLBACK = (
+    "A pruned layer is being trained without the tfprune.UpdatePruningStep callback. "
+    "Add it to fit: model.fit(..., callbacks=[tfprune.UpdatePruningStep()]). In a custom "
+    "training loop, call callback.set_model(model), then on_train_begin() once and "
+    "on_train_batch_begin(step) / on_train_batch_end(step) around every step."
+)
+
+
+class _MaskConstraint(keras.constraints.Constraint):
+    """Multiplies a weight by its mask after the user's own constraint, if any."""
+
+    def __init__(self, mask, inner=None):
+        self.mask = mask
+        self.inner = inner
+
+    def __call__(self, w):
+        if self.inner is not None:
+            w = self.inner(w)
+        return w * keras.ops.cast(self.mask, w.dtype)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class PruneLowMagnitude(keras.layers.Wrapper):
+    """Wraps a layer so that its prunable weights are masked by magnitude.
+
+    Created by ``tfprune.prune_low_magnitude``; use that function rather than
+    this class. The wrapper keeps one mask per pruned weight. The
+    ``tfprune.UpdatePruningStep`` callback recomputes the masks whenever the
+    schedule says so: the smallest-magnitude weights (or blocks, or the
+    smallest ``m`` of every ``n``) are set to zero and stay zero.
+
+    Args:
+        layer: the Keras layer to prune.
+        pruning_schedule: a ``tfprune.PruningSchedule``.
+        block_size: ``(rows, cols)`` of the blocks pruned together in a
+            rank-2 weight (Keras layout: rows run along the input).
+        block_pooling_type: ``"AVG"`` or ``"MAX"``, how a block is scored.
+        sparsity_m_by_n: ``(m, n)``: ``m`` zeros in every ``n`` consecutive
+            weights along the input dimension, or ``None``.
+        granularity: ``"layer"`` or ``"global"``.
+        global_group: name shared by the wrappers ranked together when
+            ``granularity="global"``.
+
+    Example:
+
+    ```python
+    layer = tfprune.prune_low_magnitude(keras.layers.Dense(10))
+    model = keras.Sequential([keras.Input((784,)), layer])
+    model.compile("adam", "mse")
+    model.fit(x, y, callbacks=[tfprune.UpdatePruningStep()])
+    ```
+    """
+
+    def __init__(
+        self,
+        layer,
+        pruning_schedule=None,
+        block_size=(1, 1),
+        block_pooling_type="AVG",
+        sparsity_m_by_n=None,
+        granularity="layer",
+        global_group=None,
+        **kwargs,
+    ):
+        if isinstance(layer, PruneLowMagnitude):
+            raise ValueError(
+                f"Layer '{layer.name}' is already wrapped for pruning; pruning twice is not "
+                "supported. Call tfprune.strip_pruning first to start again."
+            )
+        kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
+        super().__init__(layer, **kwargs)
+        if pruning_schedule is None:
+            pruning_schedule = ConstantSparsity(0.5, 0)
+        elif isinstance(pruning_schedule, dict):
+            pruning_schedule = keras.saving.deserialize_keras_object(pruning_schedule)
+        self.pruning_schedule = pruning_schedule
+        self.block_size = tuple(int(b) for b in block_size)
+        self.block_pooling_type = block_pooling_type
+        self.sparsity_m_by_n = None if sparsity_m_by_n is None else tuple(int(v) for v in sparsity_m_by_n)
+        self.granularity = granularity
+        self.global_group = global_group
+        validate_arguments(layer.name, pruning_schedule, self.block_size, block_pooling_type, self.sparsity_m_by_n, granularity)
+        self.pruned_weights = []
+        self.masks = []
+        self.thresholds = []
+        self.pruning_step = None
+        if layer.built:
+            self._build_pruning_state()
+
+    # -- building ---------------------------------------------------------
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self._build_pruning_state()
+
+    def get_build_config(self):
+        return {"layer": self.layer.get_build_config()}
+
+    def build_from_config(self, config):
+        if not self.built and config and config.get("layer"):
+            self.layer.build_from_config(config["layer"])
+            self._build_pruning_state()
+
+    def _build_pruning_state(self):
+        if self.pruning_step is not None:
+            return
+        weights = registry.prunable_weights(self.layer, explicit=True)
+        if not weights:
+            raise ValueError(
+                f"Layer '{self.layer.name}' ({type(self.layer).__name__}) has no weights tfprune can "
+                f"prune. Supported: {registry.SUPPORTED_LAYERS}."
+            )
+        for weight in weights:
+            validate_weight(self.layer, weight, self.block_size, self.sparsity_m_by_n)
+        self.pruned_weights = weights
+        for i, weight in enumerate(weights):
+            mask = self.add_weight(
+                name=f"mask_{i}", shape=weight.shape, dtype=weight.dtype,
+                initializer="ones", trainable=False, autocast=False,
+                aggregation="only_first_replica",
+            )
+            threshold = self.add_weight(
+                name=f"threshold_{i}", shape=(), dtype="float32",
+                initializer="zeros", trainable=False, autocast=False,
+                aggregation="only_first_replica",
+            )
+            weight.constraint = _MaskConstraint(mask, weight.constraint)
+            self.masks.append(mask)
+            self.thresholds.append(threshold)
+        # -1 until UpdatePruningStep starts training: the forward pass checks it.
+        self.pruning_step = self.add_weight(
+            name="pruning_step", shape=(), dtype="int64",
+            initializer=keras.initializers.Constant(-1), trainable=False,
+            autocast=False, aggregation="only_first_replica",
+        )
+        self.built = True
+
+    # -- forward pass -----------------------------------------------------
+
+    def call(self, inputs, *args, training=None, **kwargs):
+        if training:
+            tf.debugging.assert_greater_equal(self.pruning_step, tf.constant(0, "int64"), message=_NO_CALLBACK)
+            self.pruning_step.assign_add(1)
+        return self.layer(inputs, *args, **kwargs)
+
+    # -- masks ------------------------------------------------------------
+
+    def weight_scores(self):
+        """Host copies of the magnitude scores ranked by a mask update, one per weight."""
+        scores = []
+        for weight in self.pruned_weights:
+            value = keras.ops.convert_to_numpy(weight).astype(np.float32)
+            scores.append(mask_lib.block_scores(value, self.block_size, self.block_pooling_type)
+                          if len(value.shape) == 2 else np.abs(value))
+        return scores
+
+    def expand(self, weight, score_mask):
+        """The full-shape mask of ``weight`` from a mask over its scores (blocks)."""
+        if len(weight.shape) != 2:
+            return score_mask
+        return mask_lib.expand_blocks(score_mask, self.block_size, weight.shape)
+
+    def assign_masks(self, full_masks, thresholds):
+        """Stores new masks and thresholds, and zeroes the newly pruned weights."""
+        for weight, mask_var, thr_var, mask, thr in zip(
+            self.pruned_weights, self.masks, self.thresholds, full_masks, thresholds
+        ):
+            mask = mask.astype(mask_var.dtype)
+            mask_var.assign(mask)
+            thr_var.assign(thr)
+            weight.assign(keras.ops.convert_to_numpy(weight) * mask)
+
+    def update_masks(self, sparsity):
+        """Recomputes this layer's masks for ``sparsity`` (per-layer or m:n ranking)."""
+        if self.sparsity_m_by_n is not None:
+            zeros, group = self.sparsity_m_by_n
+            results = [
+                mask_lib.m_by_n_mask(
+                    keras.ops.convert_to_numpy(w), zeros, group, registry.input_axes(self.layer, w)
+                )
+                for w in self.pruned_weights
+            ]
+        else:
+            results = []
+            for weight, scores in zip(self.pruned_weights, self.weight_scores()):
+                (score_mask,), threshold = mask_lib.magnitude_masks([scores], sparsity)
+                results.append((self.expand(weight, score_mask), threshold))
+        self.assign_masks([r[0] for r in results], [r[1] for r in results])
+
+    # -- serialization ----------------------------------------------------
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "pruning_schedule": keras.saving.serialize_keras_object(self.pruning_schedule),
+            "block_size": list(self.block_size),
+            "block_pooling_type": self.block_pooling_type,
+            "sparsity_m_by_n": None if self.sparsity_m_by_n is None else list(self.sparsity_m_by_n),
+            "granularity": self.granularity,
+            "global_group": self.global_group,
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        layer = keras.saving.deserialize_keras_object(config.pop("layer"), custom_objects=custom_objects)
+        return cls(layer, **config)
+
+
+def validate_arguments(layer_name, schedule, block_size, pooling, m_by_n, granularity):
+    """Checks the wrapper's arguments; errors name the layer, the argument and what is allowed."""
+    where = f"prune_low_magnitude (layer '{layer_name}')"
+    if not isinstance(schedule, PruningSchedule):
+        raise ValueError(
+            f"{where}: `pruning_schedule` must be a tfprune.PruningSchedule such as "
+            f"tfprune.PolynomialDecay(...). Received: {schedule!r}."
+        )
+    if len(block_size) != 2 or any(b < 1 for b in block_size):
+        raise ValueError(
+            f"{where}: `block_size` must be two positive integers (rows, cols), e.g. (4, 1). "
+            f"Received: block_size={block_size}."
+        )
+    if pooling not in POOLING_TYPES:
+        raise ValueError(f"{where}: `block_pooling_type` must be one of {POOLING_TYPES}. Received: {pooling!r}.")
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"{where}: `granularity` must be one of {GRANULARITIES}. Received: {granularity!r}.")
+    if m_by_n is not None:
+        if len(m_by_n) != 2 or not 0 < m_by_n[0] < m_by_n[1]:
+            raise ValueError(
+                f"{where}: `sparsity_m_by_n` must be (m, n) with 0 < m < n: m zeros in every n "
+                f"consecutive weights, e.g. (2, 4). Received: sparsity_m_by_n={m_by_n}."
+            )
+        if tuple(block_size) != (1, 1):
+            raise ValueError(f"{where}: use either `block_size` or `sparsity_m_by_n`, not both.")
+        if granularity == "global":
+            raise ValueError(f"{where}: `sparsity_m_by_n` fixes each group's sparsity; it cannot be global.")
+
+
+def validate_weight(layer, weight, block_size, m_by_n):
+    """Checks that a weight's shape admits the block or m:n pattern."""
+    if tuple(block_size) != (1, 1) and len(weight.shape) != 2:
+        raise ValueError(
+            f"prune_low_magnitude (layer '{layer.name}', {type(layer).__name__}): `block_size` "
+            f"{tuple(block_size)} needs rank-2 weights, but weight '{weight.name}' has shape "
+            f"{tuple(weight.shape)}. Use block_size=(1, 1) for this layer (prune layers separately, "
+            "e.g. with keras.models.clone_model and a clone_function)."
+        )
+    if m_by_n is not None and registry.input_axes(layer, weight) is None:
+        raise ValueError(
+            f"prune_low_magnitude (layer '{layer.name}', {type(layer).__name__}): `sparsity_m_by_n` "
+            f"needs a weight with one input axis, but weight '{weight.name}' of shape "
+            f"{tuple(weight.shape)} has none. Leave this layer out or prune it without m:n."
+        )
