@@ -50,8 +50,8 @@ _WEIGHT_ATTRS = {
     keras.layers.Embedding: ("embeddings",),
 }
 _OPT_IN_ATTRS = {
-    keras.layers.DepthwiseConv1D: ("depthwise_kernel",),
-    keras.layers.DepthwiseConv2D: ("depthwise_kernel",),
+    keras.layers.DepthwiseConv1D: ("kernel",),
+    keras.layers.DepthwiseConv2D: ("kernel",),
 }
 SUPPORTED_LAYERS = (
     "Dense, EinsumDense, Conv1D/2D/3D and their Transpose, SeparableConv1D/2D (pointwise), "
