@@ -51,6 +51,11 @@ class UpdatePruningStep(keras.callbacks.Callback):
         for wrapper in self._wrappers:
             if int(wrapper.pruning_step.numpy()) < 0:
                 wrapper.pruning_step.assign(0)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Read the steps here, not in on_train_begin: callbacks such as
+        # BackupAndRestore restore the model's variables in their own
+        # on_train_begin, which may run after this one.
         self._sync_steps()
 
     def _sync_steps(self):
@@ -167,13 +172,25 @@ class PruningSummaries(keras.callbacks.Callback):
                 step = int(wrapper.pruning_step.numpy())
                 name = wrapper.layer.name
                 _, target = wrapper.pruning_schedule(max(step, 0))
-                tf.summary.scalar(f"pruning/{name}/target_sparsity", float(target), step=step)
+                _scalar(f"pruning/{name}/target_sparsity", target, step)
                 for weight, mask, threshold in zip(wrapper.pruned_weights, wrapper.masks, wrapper.thresholds):
                     mask = keras.ops.convert_to_numpy(mask)
                     tag = f"pruning/{name}/{registry.weight_label(weight)}"
-                    tf.summary.scalar(f"{tag}/sparsity", float(1.0 - np.mean(mask)), step=step)
-                    tf.summary.scalar(f"{tag}/threshold", float(threshold.numpy()), step=step)
+                    _scalar(f"{tag}/sparsity", 1.0 - np.mean(mask), step)
+                    _scalar(f"{tag}/threshold", threshold.numpy(), step)
         self._writer.flush()
 
     def get_config(self):
         return {"log_dir": self.log_dir, "update_freq": self.update_freq}
+
+
+# What tf.summary.scalar writes, without needing the tensorboard package
+# (TensorFlow 2.21 no longer installs it): a float tensor tagged for the
+# TensorBoard "scalars" plugin.
+_SCALAR_METADATA = tf.compat.v1.SummaryMetadata(
+    plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="scalars")
+).SerializeToString()
+
+
+def _scalar(tag, value, step):
+    tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step, metadata=_SCALAR_METADATA)
