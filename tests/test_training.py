@@ -92,11 +92,18 @@ def test_predict_and_evaluate_use_the_masked_weights():
     assert pruned.evaluate(x, y, verbose=0) == pytest.approx(dense.evaluate(x, y, verbose=0), rel=1e-6)
 
 
-def test_training_without_the_callback_fails_clearly():
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_training_without_the_callback_fails_clearly(jit_compile, tmp_path):
     x, y = _data(64)
-    pruned = _compile(tfprune.prune_low_magnitude(_mlp()))
-    with pytest.raises(Exception, match="UpdatePruningStep"):
+    pruned = _compile(tfprune.prune_low_magnitude(_mlp()), jit_compile=jit_compile)
+    with pytest.raises(RuntimeError, match=r"callbacks=\[tfprune.UpdatePruningStep\(\)\]"):
         pruned.fit(x, y, verbose=0)
+    # A reloaded model needs the callback as well.
+    pruned.fit(x, y, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    pruned.save(tmp_path / "m.keras")
+    reloaded = _compile(keras.saving.load_model(tmp_path / "m.keras"), jit_compile=jit_compile)
+    with pytest.raises(RuntimeError, match="UpdatePruningStep"):
+        reloaded.fit(x, y, verbose=0)
 
 
 @pytest.mark.parametrize("mode", ["jit_compile", "mixed_float16"])

@@ -12,10 +12,8 @@ from tfprune._pruning import registry
 from tfprune._pruning.schedules import ConstantSparsity
 from tfprune._pruning.wrapper import PruneLowMagnitude, validate_arguments
 
-try:  # Keras does not export the Functional class; it is stable across 3.x.
-    from keras.src.models.functional import Functional as _Functional
-except ImportError:  # pragma: no cover
-    _Functional = type(keras.Model(keras.Input((1,)), keras.layers.Identity()(keras.Input((1,)))))
+# Keras does not export the Functional class; this path is stable across 3.x.
+from keras.src.models.functional import Functional as _Functional
 
 
 class PruningPolicy:

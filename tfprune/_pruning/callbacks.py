@@ -48,7 +48,13 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 "Did you train the model returned by tfprune.prune_low_magnitude?",
                 stacklevel=2,
             )
+        if not all(w.driven_by_callback for w in self._wrappers):
+            # A train step traced before (by a fit that failed for want of
+            # this callback) is cached half-built; trace a fresh one.
+            if getattr(self.model, "train_function", None) is not None:
+                self.model.make_train_function(force=True)
         for wrapper in self._wrappers:
+            wrapper.driven_by_callback = True
             if int(wrapper.pruning_step.numpy()) < 0:
                 wrapper.pruning_step.assign(0)
 

@@ -16,7 +16,6 @@ added to a training step is the constraint's multiply.
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from tfprune._pruning import masks as mask_lib
 from tfprune._pruning import registry
@@ -112,6 +111,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.masks = []
         self.thresholds = []
         self.pruning_step = None
+        # Set by UpdatePruningStep.on_train_begin; not saved, so a loaded
+        # model must be trained with the callback too.
+        self.driven_by_callback = False
         if layer.built:
             self._build_pruning_state()
 
@@ -156,7 +158,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             weight.constraint = _MaskConstraint(mask, weight.constraint)
             self.masks.append(mask)
             self.thresholds.append(threshold)
-        # -1 until UpdatePruningStep starts training: the forward pass checks it.
+        # -1 until UpdatePruningStep starts training.
         self.pruning_step = self.add_weight(
             name="pruning_step", shape=(), dtype="int64",
             initializer=keras.initializers.Constant(-1), trainable=False,
@@ -168,7 +170,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def call(self, inputs, *args, training=None, **kwargs):
         if training:
-            tf.debugging.assert_greater_equal(self.pruning_step, tf.constant(0, "int64"), message=_NO_CALLBACK)
+            # Checked while the train step is traced, not with a graph assert:
+            # XLA (jit_compile=True) drops asserts.
+            if not self.driven_by_callback:
+                raise RuntimeError(_NO_CALLBACK)
             self.pruning_step.assign_add(1)
         return self.layer(inputs, *args, **kwargs)
 
