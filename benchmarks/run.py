@@ -29,7 +29,7 @@ def assemble():
         "",
     ]
     body = [s.read_text().rstrip() + "\n" for s in sections]
-    (HERE / "RESULTS.md").write_text("\n".join(header) + "\n".join(body))
+    (HERE / "RESULTS.md").write_text("\n".join(header) + "\n" + "\n".join(body))
     print(f"wrote {HERE / 'RESULTS.md'} from {len(sections)} sections")
 
 
