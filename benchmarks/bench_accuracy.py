@@ -14,7 +14,6 @@ the 10,000 test images. Han et al. (2015) kept LeNet-300-100's accuracy at
 import argparse
 import datetime
 import os
-import pathlib
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -25,7 +24,8 @@ import numpy as np  # noqa: E402
 import tfprune  # noqa: E402
 from tfprune.datasets import mnist  # noqa: E402
 
-HERE = pathlib.Path(__file__).resolve().parent
+from _sections import write_section  # noqa: E402
+
 TARGETS = (0.8, 0.9, 0.95, 0.98)
 GRANULARITIES = ("layer", "global")
 BATCH = 128
@@ -103,10 +103,7 @@ def main(argv=None):
         lines.append(f"| {granularity} | {target:.0%} | {sparsity:.2%} | {per_layer} | {acc:.4f} | "
                      f"{100 * (base_acc - acc):+.2f} |")
     lines += ["", "Target: at most 0.2 points lost at 95% (Han et al. 2015 kept accuracy at 92%)."]
-    out = HERE / "results" / "accuracy.md"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {out}")
+    write_section("accuracy", lines)
 
 
 if __name__ == "__main__":

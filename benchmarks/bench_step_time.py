@@ -18,7 +18,6 @@ import argparse
 import datetime
 import json
 import os
-import pathlib
 import platform
 import resource
 import statistics
@@ -26,7 +25,8 @@ import subprocess
 import sys
 import time
 
-HERE = pathlib.Path(__file__).resolve().parent
+from _sections import write_section
+
 MODELS = ("lenet300", "lenet5")
 FRAMEWORKS = ("tfprune", "tfmot")
 BATCH = 128
@@ -155,10 +155,7 @@ def main(argv=None):
         "|---|---:|---:|---:|",
     ]
     lines += [f"| {f} | {p:.0f} | {q:.0f} | {r:.3f} |" for f, p, q, r in memory]
-    out = HERE / "results" / "step_time.md"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {out}")
+    write_section("step_time", lines)
 
 
 if __name__ == "__main__":
