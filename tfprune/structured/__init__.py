@@ -1,0 +1,66 @@
+"""Structured (channel) pruning: score channels, remove them, get a faster dense model.
+
+Unstructured zeros shrink the file, but phones run dense kernels: to make a model faster,
+whole channels must go. This package scores the output channels of every Conv/Dense layer,
+selects the weakest, and removes them with ``tfprune.surgery.remove_channels``.
+
+Score convention: **higher = more important**, for every method (APoZ is returned as
+``1 - APoZ``). Coupled layers (residual Add, Multiply, ...) are ranked by the mean of their
+members' scores.
+
+Methods: ``l1_norm``, ``l2_norm`` (Li et al. 2017), ``fpgm`` (He et al. 2019), ``bn_scale``
+(network slimming, Liu et al. 2017), ``apoz`` (Hu et al. 2016), ``entropy`` (Luo & Wu 2017),
+``taylor`` (Molchanov et al. 2017).
+
+Example, network slimming then fine-tuning:
+
+```python
+import tfprune
+
+sparse = tfprune.structured.set_slimming_penalty(model, l1=1e-4)
+sparse.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+sparse.fit(x_train, y_train, epochs=5)
+slim = tfprune.structured.prune(sparse, "bn_scale", ratio=0.6, scope="global", min_channels=4)
+slim = tfprune.structured.set_slimming_penalty(slim, l1=0)
+slim.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+slim.fit(x_train, y_train, epochs=2)
+print(tfprune.structured.compare(model, slim))
+```
+
+The iterative recipe (score, remove a fraction, fine-tune, repeat) is ``iterative_prune``.
+"""
+
+from tfprune.structured._flops import Comparison, FlopsReport, compare, flops_report
+from tfprune.structured._prune import iterative_prune, prune, select_channels
+from tfprune.structured._scores import (
+    METHODS,
+    apoz,
+    bn_scale,
+    channel_scores,
+    entropy,
+    fpgm,
+    l1_norm,
+    l2_norm,
+    taylor,
+)
+from tfprune.structured._slimming import set_slimming_penalty
+
+__all__ = [
+    "METHODS",
+    "Comparison",
+    "FlopsReport",
+    "apoz",
+    "bn_scale",
+    "channel_scores",
+    "compare",
+    "entropy",
+    "flops_report",
+    "fpgm",
+    "iterative_prune",
+    "l1_norm",
+    "l2_norm",
+    "prune",
+    "select_channels",
+    "set_slimming_penalty",
+    "taylor",
+]

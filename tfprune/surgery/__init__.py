@@ -1,0 +1,31 @@
+"""Physical channel removal for Keras 3 models: smaller layers, same architecture.
+
+``remove_channels(model, {layer_name: [indices]})`` follows the graph from each producer
+(Conv, Dense, ...) through BatchNormalization, activations, pooling and DepthwiseConv to
+every consumer, cuts coupled groups (residual Add and other merges) together and maps
+Concatenate offsets and Flatten positions. ``coupled_groups(model)`` shows which layers
+are tied together and which channels can be removed.
+
+Layers a cut passes through: Conv1D/2D/3D (groups=1), Conv*Transpose, SeparableConv1D/2D,
+Dense, DepthwiseConv1D/2D, BatchNormalization, PReLU, activations, dropout and noise,
+pooling and global pooling, padding, cropping, up-sampling, Flatten, Reshape (keeping the
+last axis, or flattening), scalar Rescaling, Add/Subtract/Multiply/Average/Maximum/Minimum
+(coupled), Concatenate; channels_last only. Anything else (LayerNormalization, attention,
+recurrent layers, grouped convolutions, raw ``keras.ops`` calls, shared layers, nested
+models) is copied unchanged, and a cut whose channels would flow into it is refused with an
+error naming it. Subclassed models (no readable graph) are refused.
+
+Example:
+
+```python
+import tfprune
+
+print(tfprune.surgery.coupled_groups(model))
+smaller = tfprune.surgery.remove_channels(model, {"conv1": [0, 3, 4]})
+```
+"""
+
+from tfprune.surgery._groups import CoupledGroup, coupled_groups
+from tfprune.surgery._remove import remove_channels, zero_channels
+
+__all__ = ["CoupledGroup", "coupled_groups", "remove_channels", "zero_channels"]
