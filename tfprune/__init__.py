@@ -29,15 +29,17 @@ if _keras.backend.backend() != "tensorflow":  # pragma: no cover
         f"'{_keras.backend.backend()}'. Set KERAS_BACKEND=tensorflow before importing keras."
     )
 
-from tfprune._pruning.api import PruningPolicy, prune_low_magnitude, strip_pruning
+from tfprune._pruning.api import PruningPolicy, dynamic_surgery, dynamic_surgery_c, prune_low_magnitude, strip_pruning
 from tfprune._pruning.callbacks import PruningSummaries, UpdatePruningStep
 from tfprune._pruning.registry import PrunableLayer
 from tfprune._pruning.report import SparsityReport, sparsity_report
 from tfprune._pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
+from tfprune._pruning.splicing import DynamicSurgery
 from tfprune._pruning.wrapper import PruneLowMagnitude
 
 __all__ = [
     "ConstantSparsity",
+    "DynamicSurgery",
     "PolynomialDecay",
     "PrunableLayer",
     "PruneLowMagnitude",
@@ -46,6 +48,8 @@ __all__ = [
     "PruningSummaries",
     "SparsityReport",
     "UpdatePruningStep",
+    "dynamic_surgery",
+    "dynamic_surgery_c",
     "prune_low_magnitude",
     "sparsity_report",
     "strip_pruning",

@@ -9,6 +9,7 @@ import uuid
 import keras
 
 from tfprune._pruning import registry
+from tfprune._pruning import splicing
 from tfprune._pruning.schedules import ConstantSparsity
 from tfprune._pruning.wrapper import PruneLowMagnitude, validate_arguments
 
@@ -134,6 +135,140 @@ def prune_low_magnitude(
     )
 
 
+def dynamic_surgery(
+    to_prune,
+    c=splicing.DEFAULT_C,
+    gamma=splicing.DEFAULT_GAMMA,
+    power=splicing.DEFAULT_POWER,
+    iter_stop=splicing.DEFAULT_ITER_STOP,
+    seed=0,
+    prune_bias=True,
+    pruning_policy=None,
+):
+    """Prepares a layer or model for dynamic network surgery: pruning with splicing.
+
+    Guo, Yao & Chen 2016, "Dynamic Network Surgery for Efficient DNNs". Each
+    wrapped layer keeps its weights ``W`` dense and computes with ``W * T``,
+    ``T`` a 0/1 mask; every weight, masked or not, is updated with the
+    gradient with respect to ``W * T``, so a connection cut too early grows
+    back and is spliced in again. Per layer, with ``mu`` and ``sigma`` the
+    mean and standard deviation of ``|W|`` when training starts, ``T`` goes
+    1 -> 0 where ``|w| <= 0.9 * max(mu + c * sigma, 0)`` and 0 -> 1 where
+    ``|w| > 1.1 * max(mu + c * sigma, 0)``. The masks are updated at training
+    step ``iter`` with probability ``(1 + gamma * iter) ** -power`` while
+    ``iter < iter_stop``, inside the compiled train step.
+
+    Start from a trained model, as the paper does. Train with
+    ``tfprune.UpdatePruningStep``; ``tfprune.strip_pruning``,
+    ``tfprune.sparsity_report`` and ``tfprune.export.to_tflite`` work on the
+    result as on any tfprune model. The defaults are those of the authors'
+    Caffe code (their README's LeNet-5 example): ``c=4``, ``gamma=1e-4``,
+    ``power=1``, ``iter_stop=14000``, biases masked too. ``c`` sets the
+    compression, layer by layer: the authors tune it per layer.
+
+    Args:
+        to_prune: a ``keras.layers.Layer``, a list of layers, or a built
+            Sequential / Functional ``keras.Model`` (copied, never modified).
+        c: a number for every prunable layer, or ``{layer_name: c}`` to wrap
+            only the named layers, each with its own ``c``.
+        gamma: >= 0, how fast mask updates become rare.
+        power: >= 0, the exponent of the update probability.
+        iter_stop: the training step from which the masks stay fixed.
+        seed: seeds the random draws (layer ``i`` of the model uses
+            ``seed + i``); runs are deterministic given it.
+        prune_bias: mask biases as well as weights (the authors' code does).
+        pruning_policy: a ``tfprune.PruningPolicy`` selecting layers, when
+            ``c`` is a number.
+
+    Returns:
+        The wrapped layer, list of layers, or model.
+
+    Raises:
+        ValueError: an argument out of range, a layer name in ``c`` that the
+            model lacks or that cannot be pruned, or an unsupported model.
+
+    Example:
+
+    ```python
+    surgery = tfprune.dynamic_surgery(trained, c={"fc1": 2.0, "fc2": 1.5, "fc3": 0.5})
+    surgery.compile(keras.optimizers.SGD(0.01, momentum=0.9), "sparse_categorical_crossentropy")
+    surgery.fit(x, y, epochs=20, callbacks=[tfprune.UpdatePruningStep()])
+    small = tfprune.strip_pruning(surgery)
+    ```
+    """
+    name = getattr(to_prune, "name", type(to_prune).__name__)
+    per_layer = dict(c) if isinstance(c, dict) else None
+    for layer_c in (per_layer.values() if per_layer is not None else [c]):
+        splicing.validate_surgery_arguments(name, layer_c, gamma, power, iter_stop, seed)
+    options = {"gamma": gamma, "power": power, "iter_stop": iter_stop, "prune_bias": prune_bias}
+    counter = iter(range(1 << 30))
+
+    def wrap(layer, explicit):
+        layer_c = c if per_layer is None else per_layer[layer.name]
+        if explicit and not registry.can_prune(layer, explicit=True):
+            raise ValueError(
+                f"dynamic_surgery: layer '{layer.name}' ({type(layer).__name__}) cannot be pruned. "
+                f"Supported: {registry.SUPPORTED_LAYERS}."
+            )
+        return splicing.DynamicSurgery(_clone_layer(layer), c=layer_c, seed=seed + next(counter), **options)
+
+    if isinstance(to_prune, (list, tuple)):
+        return [wrap(_check_explicit(layer, "dynamic_surgery"), True) for layer in to_prune]
+    if isinstance(to_prune, keras.Model):
+        _check_model(to_prune, "dynamic_surgery")
+        _reject_pruned(to_prune)
+        policy = pruning_policy or PruningPolicy()
+        policy.ensure_model_supports_pruning(to_prune)
+        if per_layer is not None:
+            _check_named_layers(to_prune, per_layer)
+
+        def choose(layer):
+            if per_layer is not None:
+                return layer.name in per_layer
+            return registry.can_prune(layer) and policy.allow_pruning(layer)
+
+        return _wrap_model(to_prune, lambda layer: wrap(layer, per_layer is not None), choose, "dynamic_surgery")
+    if isinstance(to_prune, keras.layers.Layer):
+        return wrap(_check_explicit(to_prune, "dynamic_surgery"), True)
+    raise ValueError(
+        "dynamic_surgery: `to_prune` must be a keras Layer, a list of layers, or a Sequential or "
+        f"Functional keras Model. Received: {type(to_prune).__name__}."
+    )
+
+
+def dynamic_surgery_c(model, sparsity, prune_bias=True):
+    """Per-layer ``c`` for ``dynamic_surgery`` from the sparsity each layer should start at.
+
+    Inverts the mask rule on the model's current weights: with layer
+    ``name``'s ``c = result[name]``, the first mask update prunes
+    ``sparsity[name]`` of it. The authors tune ``c`` by hand; this gives a
+    starting point with the same meaning. Training then moves the weights,
+    so the final sparsity differs somewhat.
+
+    Args:
+        model: the trained (unwrapped) model.
+        sparsity: ``{layer_name: fraction in [0, 1)}``.
+        prune_bias: as in ``dynamic_surgery``.
+
+    Returns:
+        ``{layer_name: c}``, ready for ``dynamic_surgery(model, c=...)``.
+
+    Example:
+
+    ```python
+    c = tfprune.dynamic_surgery_c(trained, {"fc1": 0.98, "fc2": 0.98, "fc3": 0.94})
+    surgery = tfprune.dynamic_surgery(trained, c=c)
+    ```
+    """
+    _check_named_layers(model, sparsity, "dynamic_surgery_c", "sparsity")
+    layers = {layer.name: layer for layer in model._flatten_layers(include_self=False)}
+    result = {}
+    for name, fraction in sparsity.items():
+        values = [keras.ops.convert_to_numpy(w) for w in splicing.surgery_weights(layers[name], prune_bias)]
+        result[name] = splicing.c_for_sparsity(values, fraction)
+    return result
+
+
 def strip_pruning(model):
     """Removes the pruning wrappers, leaving a plain Keras model.
 
@@ -203,16 +338,34 @@ def _reject_pruned(model):
         )
 
 
-def _wrap_explicit(layer, options):
+def _check_explicit(layer, caller):
     if isinstance(layer, keras.Model):
-        raise ValueError(
-            f"prune_low_magnitude: pass the model '{layer.name}' on its own, not inside a list of layers."
-        )
+        raise ValueError(f"{caller}: pass the model '{layer.name}' on its own, not inside a list of layers.")
     if isinstance(layer, PruneLowMagnitude):
         raise ValueError(
-            f"prune_low_magnitude: layer '{layer.layer.name}' is already wrapped for pruning. "
+            f"{caller}: layer '{layer.layer.name}' is already wrapped for pruning. "
             "Call tfprune.strip_pruning first to start again."
         )
+    return layer
+
+
+def _check_named_layers(model, names, caller="dynamic_surgery", argument="c"):
+    layers = {layer.name: layer for layer in model._flatten_layers(include_self=False)}
+    for name in names:
+        if name not in layers:
+            raise ValueError(
+                f"{caller}: `{argument}` names layer '{name}', but model '{model.name}' has no such layer. "
+                f"Its prunable layers: {[n for n, l in layers.items() if registry.can_prune(l)]}."
+            )
+        if not registry.can_prune(layers[name], explicit=True):
+            raise ValueError(
+                f"{caller}: `{argument}` names layer '{name}' ({type(layers[name]).__name__}), which cannot be "
+                f"pruned. Supported: {registry.SUPPORTED_LAYERS}."
+            )
+
+
+def _wrap_explicit(layer, options):
+    _check_explicit(layer, "prune_low_magnitude")
     if not isinstance(layer, keras.layers.Layer) or not registry.can_prune(layer, explicit=True):
         raise ValueError(
             f"prune_low_magnitude: layer '{getattr(layer, 'name', layer)}' ({type(layer).__name__}) "
@@ -223,13 +376,21 @@ def _wrap_explicit(layer, options):
 
 
 def _prune_model(model, options, policy):
+    return _wrap_model(
+        model,
+        lambda layer: PruneLowMagnitude(_clone_layer(layer), **options),
+        lambda layer: registry.can_prune(layer) and policy.allow_pruning(layer),
+    )
+
+
+def _wrap_model(model, wrap, chosen, caller="prune_low_magnitude"):
+    """A copy of ``model`` (nested models too) with ``wrap(layer)`` for every ``chosen`` layer."""
+
     def clone_function(layer):
         if isinstance(layer, keras.Model):
-            _check_model(layer, "prune_low_magnitude")
-            return _prune_model(layer, options, policy)
-        if registry.can_prune(layer) and policy.allow_pruning(layer):
-            return PruneLowMagnitude(_clone_layer(layer), **options)
-        return _clone_layer(layer)
+            _check_model(layer, caller)
+            return _wrap_model(layer, wrap, chosen, caller)
+        return wrap(layer) if chosen(layer) else _clone_layer(layer)
 
     return _clone_model(model, clone_function)
 

@@ -57,6 +57,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
             wrapper.driven_by_callback = True
             if int(wrapper.pruning_step.numpy()) < 0:
                 wrapper.pruning_step.assign(0)
+            wrapper.start_training()
+        # Dynamic surgery wrappers have no schedule: their masks change in the train step.
+        self._wrappers = [w for w in self._wrappers if w.pruning_schedule is not None]
 
     def on_epoch_begin(self, epoch, logs=None):
         # Read the steps here, not in on_train_begin: callbacks such as
@@ -177,8 +180,12 @@ class PruningSummaries(keras.callbacks.Callback):
             for wrapper in pruning_wrappers(self.model):
                 step = int(wrapper.pruning_step.numpy())
                 name = wrapper.layer.name
-                _, target = wrapper.pruning_schedule(max(step, 0))
-                _scalar(f"pruning/{name}/target_sparsity", target, step)
+                if wrapper.pruning_schedule is not None:
+                    _, target = wrapper.pruning_schedule(max(step, 0))
+                    _scalar(f"pruning/{name}/target_sparsity", target, step)
+                else:
+                    _scalar(f"pruning/{name}/pruned_total", wrapper.pruned_count.numpy(), step)
+                    _scalar(f"pruning/{name}/spliced_total", wrapper.spliced_count.numpy(), step)
                 for weight, mask, threshold in zip(wrapper.pruned_weights, wrapper.masks, wrapper.thresholds):
                     mask = keras.ops.convert_to_numpy(mask)
                     tag = f"pruning/{name}/{registry.weight_label(weight)}"

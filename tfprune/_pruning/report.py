@@ -93,8 +93,9 @@ def sparsity_report(model):
         inner = layer.layer if isinstance(layer, PruneLowMagnitude) else layer
         weights = (layer.pruned_weights if isinstance(layer, PruneLowMagnitude)
                    else registry.prunable_weights(inner, explicit=True)) or []
+        masks = dict(zip(map(id, layer.pruned_weights), layer.masks)) if isinstance(layer, PruneLowMagnitude) else {}
         for weight in weights:
-            value = keras.ops.convert_to_numpy(weight)
+            value = _effective(weight, masks)
             nonzero = int(np.count_nonzero(value))
             rows.append({
                 "layer": inner.name,
@@ -105,7 +106,9 @@ def sparsity_report(model):
                 "nonzero": nonzero,
                 "sparsity": 1.0 - nonzero / value.size if value.size else 0.0,
             })
-    all_values = [keras.ops.convert_to_numpy(w) for w in _model_params(model)]
+    masks = {id(w): m for wrapper in _leaf_layers(model) if isinstance(wrapper, PruneLowMagnitude)
+             for w, m in zip(wrapper.pruned_weights, wrapper.masks)}
+    all_values = [_effective(w, masks) for w in _model_params(model)]
     total = int(sum(v.size for v in all_values))
     nonzero = int(sum(np.count_nonzero(v) for v in all_values))
     return SparsityReport(model.name, rows, total, nonzero)
@@ -123,5 +126,12 @@ def _leaf_layers(model):
 def _model_params(model):
     # Masks, thresholds and steps are bookkeeping, not parameters of the network.
     bookkeeping = {id(v) for w in _leaf_layers(model) if isinstance(w, PruneLowMagnitude)
-                   for v in w.masks + w.thresholds + [w.pruning_step]}
+                   for v in w.bookkeeping_variables()}
     return [v for v in model.weights if id(v) not in bookkeeping]
+
+
+def _effective(weight, masks):
+    """The weight as the forward pass uses it: times its mask (dynamic surgery keeps pruned values)."""
+    value = keras.ops.convert_to_numpy(weight)
+    mask = masks.get(id(weight))
+    return value if mask is None else value * keras.ops.convert_to_numpy(mask)

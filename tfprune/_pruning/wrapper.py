@@ -166,6 +166,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         )
         self.built = True
 
+    def bookkeeping_variables(self):
+        """The wrapper's own state (masks, thresholds, step): not parameters of the network."""
+        return self.masks + self.thresholds + [self.pruning_step]
+
+    def start_training(self):
+        """Called by ``UpdatePruningStep`` when ``fit`` starts; magnitude pruning needs nothing here."""
+
     # -- forward pass -----------------------------------------------------
 
     def call(self, inputs, *args, training=None, **kwargs):
