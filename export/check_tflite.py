@@ -78,6 +78,9 @@ def main(argv=None):
     try:
         predictions = []
         for i in range(len(samples[0])):
+            # Recurrent ops (a fused LSTM) keep their state in variable tensors
+            # between invokes; each sample is a new sequence, as on a phone.
+            interpreter.reset_all_variables()
             for d, values in zip(inputs, samples):
                 interpreter.set_tensor(d["index"], quantize(values[i : i + 1], d))
             interpreter.invoke()

@@ -37,6 +37,9 @@ from tfprune._pruning.schedules import ConstantSparsity, PolynomialDecay, Prunin
 from tfprune._pruning.splicing import DynamicSurgery
 from tfprune._pruning.wrapper import PruneLowMagnitude
 
+# Subpackages, reachable as tfprune.export.to_tflite, tfprune.structured.prune, ...
+from tfprune import datasets, export, structured, surgery  # noqa: E402  (after the names they import)
+
 __all__ = [
     "ConstantSparsity",
     "DynamicSurgery",

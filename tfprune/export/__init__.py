@@ -95,6 +95,7 @@ def to_tflite(
     *,
     io_dtype="float32",
     per_channel=True,
+    fuse_lstm="auto",
     sample_data=None,
     batch_size=1,
     require_default_delegate=True,
@@ -152,6 +153,14 @@ def to_tflite(
             one scale per tensor, which on small sparse models saves 12
             bytes per output channel (an int8 LeNet-300-100 at 95% sparsity
             shrinks by a third).
+        fuse_lstm: ``"auto"`` (default), ``True`` or ``False``. Keras 3
+            traces an LSTM as a WHILE loop; with ``"auto"`` a model with
+            LSTM layers that is a chain of common layers is rebuilt in
+            ``tf_keras`` (Keras 2, installed with ``tfprune[tflite]``) with
+            the same weights, so the converter emits the fused
+            ``UNIDIRECTIONAL_SEQUENCE_LSTM`` op; otherwise the report notes
+            why not. ``True`` raises if that is impossible; ``False`` keeps
+            the loop.
         sample_data: inputs to compare Keras and TFLite on (default:
             ``representative_data``, else random values in [0, 1)).
         batch_size: the batch dimension of the file's inputs; phones run 1.
@@ -185,7 +194,7 @@ def to_tflite(
     assert report.works_by_default
     ```
     """
-    _check_options(quantization, representative_data, sparse, io_dtype, batch_size)
+    _check_options(quantization, representative_data, sparse, io_dtype, batch_size, fuse_lstm)
     destination = pathlib.Path(path)
     tmp_path = _reserve_temporary(destination)
     try:
@@ -206,23 +215,26 @@ def to_tflite(
             _convert.check_int8_layers(model)
             if io_dtype != "float32":
                 _check_float_io(model, specs, io_dtype)
+        legacy, lstm_note = _convert.lstm_route(model, specs, fuse_lstm)
         expected = _verify.keras_outputs(model, specs, samples)
         names = ([s.name for s in specs], [f"output_{i}" for i in range(len(expected))])
 
         def attempt(encode_sparse):
-            data = _convert.convert(model, specs, quantization, representative, io_dtype, encode_sparse, per_channel)
+            data = _convert.convert(model, specs, quantization, representative, io_dtype, encode_sparse, per_channel,
+                                    legacy)
             pathlib.Path(tmp_path).write_bytes(data)
             runs = {c: _runtime.probe(tmp_path, c, samples, names, latency_runs) for c in _runtime.CONFIGURATIONS}
-            agreement = {c: _verify.check_run(r, expected) for c, r in runs.items()}
+            agreement = {c: _verify.check_run(r, expected, quantization) for c, r in runs.items()}
             return data, runs, {c: a for c, a in agreement.items() if a is not None}
 
         settings = {
             "quantization": quantization, "io_dtype": io_dtype if quantization == "int8" else "float32",
             "sparse": sparse, "per_channel": per_channel, "batch_size": batch_size,
+        "fused_lstm": legacy is not None,
             "calibration_samples": min(len(representative[0]), _convert.MAX_CALIBRATION_SAMPLES)
             if quantization == "int8" else 0,
         }
-        alternatives, notes, warns = [], [], []
+        alternatives, notes, warns = [], [lstm_note] if lstm_note else [], []
         data, runs, agreement = attempt(sparse is not False)
         info = _flatbuffer.read_model(data)
         if sparse == "auto" and _has_sparse(info) and not runs["default"].works:
@@ -307,13 +319,14 @@ def inspect_tflite(path, run=True, latency_runs=100):
 # -- helpers -------------------------------------------------------------------
 
 
-def _check_options(quantization, representative_data, sparse, io_dtype, batch_size):
+def _check_options(quantization, representative_data, sparse, io_dtype, batch_size, fuse_lstm):
     if quantization not in _convert.QUANTIZATIONS:
         raise ValueError(
             f"to_tflite: `quantization` must be one of {_convert.QUANTIZATIONS}. Received: {quantization!r}."
         )
-    if not (sparse is True or sparse is False or (isinstance(sparse, str) and sparse == "auto")):
-        raise ValueError(f"to_tflite: `sparse` must be 'auto', True or False. Received: {sparse!r}.")
+    for name, value in (("sparse", sparse), ("fuse_lstm", fuse_lstm)):
+        if not (value is True or value is False or (isinstance(value, str) and value == "auto")):
+            raise ValueError(f"to_tflite: `{name}` must be 'auto', True or False. Received: {value!r}.")
     if io_dtype not in _convert.IO_DTYPES:
         raise ValueError(f"to_tflite: `io_dtype` must be one of {_convert.IO_DTYPES}. Received: {io_dtype!r}.")
     if io_dtype != "float32" and quantization != "int8":
@@ -446,6 +459,12 @@ def _notes(info, runs, quantization):
         notes.append(
             f"{len(sparse)} weight tensor(s) stored sparse in {', '.join(blocks)} blocks (out x in), "
             "used sparse by the kernels."
+        )
+    if any(t.is_variable for t in graph.tensors):
+        notes.append(
+            "The file keeps state in variable tensors (a fused LSTM's h and c) from one invoke to the "
+            "next. For independent inputs, reset them before every run: "
+            "interpreter.resetVariableTensors() on Android, interpreter.reset_all_variables() in Python."
         )
     default, bare = runs.get("default"), runs.get("no_delegates")
     if default and bare and default.works and bare.works and default.latency_ms and bare.latency_ms:

@@ -17,6 +17,8 @@ import warnings
 import keras
 import numpy as np
 
+from tfprune.export import _legacy
+
 QUANTIZATIONS = (None, "dynamic", "int8", "float16")
 IO_DTYPES = ("float32", "int8", "uint8")
 MAX_CALIBRATION_SAMPLES = 500
@@ -147,13 +149,32 @@ def check_int8_layers(model):
             )
 
 
-def convert(model, specs, quantization, representative, io_dtype, sparse, per_channel):
-    """Returns the ``.tflite`` bytes of ``model``; converter errors become ``ValueError`` naming the layer."""
+def lstm_route(model, specs, fuse_lstm):
+    """``(tf_keras model or None, note or None)``: how LSTM layers will be converted (see ``_legacy``)."""
+    if fuse_lstm is False or not _legacy.has_lstm(_all_layers(model)):
+        return None, None
+    try:
+        return _legacy.rebuild(model, specs), None
+    except _legacy.NotRebuildable as err:
+        if fuse_lstm is True:
+            raise ValueError(f"to_tflite: fuse_lstm=True, but {err}. Pass fuse_lstm='auto' or False.") from None
+        return None, (f"LSTM layers were converted to a WHILE loop of FULLY_CONNECTED ops, not the fused "
+                      f"UNIDIRECTIONAL_SEQUENCE_LSTM op: {err}.")
+
+
+def convert(model, specs, quantization, representative, io_dtype, sparse, per_channel, legacy=None):
+    """Returns the ``.tflite`` bytes of ``model``; converter errors become ``ValueError`` naming the layer.
+
+    ``legacy``: the model rebuilt in tf_keras (``lstm_route``), converted instead so LSTMs fuse.
+    """
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory(prefix="tfprune_savedmodel_") as saved_model:
-        _write_saved_model(model, specs, saved_model)
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        if legacy is not None:
+            converter = tf.lite.TFLiteConverter.from_keras_model(legacy)
+        else:
+            _write_saved_model(model, specs, saved_model)
+            converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         # Builtin kernels only: a phone's LiteRT has no TensorFlow (Flex) kernels.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         optimizations = []

@@ -140,6 +140,9 @@ def run(interpreter, samples, input_indices=None, output_indices=None):
     count = len(samples[0])
     results = [[] for _ in outputs]
     for i in range(count):
+        # A fused LSTM keeps its state in variable tensors between invokes;
+        # every sample starts a new sequence, as Keras's predict does.
+        interpreter.reset_all_variables()
         for detail, values in zip(inputs, samples):
             interpreter.set_tensor(detail["index"], quantize(values[i : i + 1], detail))
         interpreter.invoke()
