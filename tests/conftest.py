@@ -1,7 +1,10 @@
 """Shared test set-up: quiet TensorFlow, real data from ../shared/data, determinism."""
 
+import functools
+import http.server
 import os
 import pathlib
+import threading
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -30,3 +33,16 @@ def data_dir():
     if not path or not pathlib.Path(path).is_dir():
         pytest.skip("real data sets not found: set TFPRUNE_DATA_DIR to the folder holding mnist/ and imdb/")
     return pathlib.Path(path)
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A local HTTP server on 127.0.0.1 serving a folder, like the public mirror."""
+    root = tmp_path / "mirror"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()

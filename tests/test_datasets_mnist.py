@@ -1,10 +1,7 @@
 """The MNIST loader: real files, hand-made idx files, corrupt files, downloads."""
 
-import functools
 import gzip
-import http.server
 import shutil
-import threading
 
 import numpy as np
 import pytest
@@ -73,19 +70,6 @@ def test_truncated_and_wrong_files(tmp_path):
     images.write_bytes(b"not gzip at all")
     with pytest.raises(ValueError, match="gzip"):
         mnist.load_data(tmp_path)
-
-
-@pytest.fixture
-def served(tmp_path):
-    """A local HTTP server on 127.0.0.1 serving a folder, like the public mirror."""
-    root = tmp_path / "mirror"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
 
 
 def test_download_checks_hashes_and_leaves_no_partial_file(served, tmp_path, monkeypatch):

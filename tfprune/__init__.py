@@ -31,6 +31,7 @@ if _keras.backend.backend() != "tensorflow":  # pragma: no cover
 
 from tfprune._pruning.api import PruningPolicy, dynamic_surgery, dynamic_surgery_c, prune_low_magnitude, strip_pruning
 from tfprune._pruning.callbacks import PruningSummaries, UpdatePruningStep
+from tfprune._pruning.history import SparsityHistory
 from tfprune._pruning.registry import PrunableLayer
 from tfprune._pruning.report import SparsityReport, sparsity_report
 from tfprune._pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
@@ -38,7 +39,7 @@ from tfprune._pruning.splicing import DynamicSurgery
 from tfprune._pruning.wrapper import PruneLowMagnitude
 
 # Subpackages, reachable as tfprune.export.to_tflite, tfprune.structured.prune, ...
-from tfprune import datasets, export, structured, surgery  # noqa: E402  (after the names they import)
+from tfprune import datasets, export, plots, structured, surgery  # noqa: E402  (after the names they import)
 
 __all__ = [
     "ConstantSparsity",
@@ -49,6 +50,7 @@ __all__ = [
     "PruningPolicy",
     "PruningSchedule",
     "PruningSummaries",
+    "SparsityHistory",
     "SparsityReport",
     "UpdatePruningStep",
     "dynamic_surgery",

@@ -52,11 +52,14 @@ def parse_args(argv=None):
     parser.add_argument("--output-dir", default="outputs/mnist_dns")
     parser.add_argument("--model", choices=("lenet_300_100", "lenet5", "both"), default="both")
     parser.add_argument("--epochs", type=int, default=12, help="baseline training epochs")
-    parser.add_argument("--surgery-epochs", type=int, default=16, help="epochs of surgery")
+    parser.add_argument("--surgery-epochs", type=int, default=24, help="epochs of surgery")
     parser.add_argument("--stop-fraction", type=float, default=0.6,
                         help="masks stay fixed after this fraction of the surgery steps (iter_stop)")
-    parser.add_argument("--kept-scale", type=float, default=1.0,
+    parser.add_argument("--kept-scale", type=float, default=0.8,
                         help="multiplies the paper's per-layer fractions kept when choosing c")
+    parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                        help="surgery optimizer: SGD(momentum 0.9) or Adam, cosine-decayed from --lr")
+    parser.add_argument("--lr", type=float, default=0.01, help="initial learning rate of the surgery")
     parser.add_argument("--quick", action="store_true", help="2,000 images, one epoch each: a smoke run")
     return parser.parse_args(argv)
 
@@ -130,12 +133,18 @@ def surgery(baseline, name, x_train, y_train, args):
     c = tfprune.dynamic_surgery_c(baseline, {layer: 1.0 - k for layer, k in kept.items()})
     print(f"\n{name}: surgery for {steps} steps, c = " + ", ".join(f"{k} {v:.2f}" for k, v in c.items()))
     model = tfprune.dynamic_surgery(baseline, c=c, iter_stop=int(steps * args.stop_fraction), seed=0)
-    schedule = keras.optimizers.schedules.CosineDecay(0.01, steps)
-    compile_model(model, keras.optimizers.SGD(schedule, momentum=0.9))
+    compile_model(model, surgery_optimizer(args, steps))
     history = SurgeryLog()
     model.fit(x_train, y_train, batch_size=BATCH, epochs=args.surgery_epochs, verbose=2,
               callbacks=[tfprune.UpdatePruningStep(), history])
     return tfprune.strip_pruning(model), history
+
+
+def surgery_optimizer(args, steps):
+    schedule = keras.optimizers.schedules.CosineDecay(args.lr, steps)
+    if args.optimizer == "adam":
+        return keras.optimizers.Adam(schedule)
+    return keras.optimizers.SGD(schedule, momentum=0.9)
 
 
 class SurgeryLog(keras.callbacks.Callback):
@@ -179,8 +188,7 @@ def magnitude(baseline, surgery_model, x_train, y_train, args):
     for source, target in zip(baseline.layers, model.layers):
         inner = getattr(target, "layer", target)
         inner.set_weights(source.get_weights())
-    schedule = keras.optimizers.schedules.CosineDecay(0.01, steps)
-    compile_model(model, keras.optimizers.SGD(schedule, momentum=0.9))
+    compile_model(model, surgery_optimizer(args, steps))
     model.fit(x_train, y_train, batch_size=BATCH, epochs=args.surgery_epochs, verbose=0,
               callbacks=[tfprune.UpdatePruningStep()])
     return tfprune.strip_pruning(model)

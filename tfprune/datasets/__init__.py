@@ -1,5 +1,9 @@
-"""Data sets for the tutorials and benchmarks: ``mnist``, read from local files or downloaded."""
+"""Data sets for the tutorials and benchmarks, read from local files or downloaded.
 
-from tfprune.datasets import mnist
+``mnist``: the four original idx files. ``imdb``: the Large Movie Review
+Dataset, from its directory or its .tar.gz.
+"""
 
-__all__ = ["mnist"]
+from tfprune.datasets import imdb, mnist
+
+__all__ = ["imdb", "mnist"]

@@ -1,0 +1,71 @@
+"""``SparsityHistory``: what the schedule asked for and what the masks hold, step by step."""
+
+import keras
+import numpy as np
+
+from tfprune._pruning.api import pruning_wrappers
+
+
+class SparsityHistory(keras.callbacks.Callback):
+    """Records target and measured sparsity while a pruned model trains.
+
+    Use it next to ``tfprune.UpdatePruningStep`` (it reads, it does not
+    prune). At the end of every epoch, and every ``every_n_steps`` batches if
+    given, it appends to ``history``: the training ``step``, the schedule's
+    ``target_sparsity`` there (of the first magnitude-pruned layer; ``None``
+    for dynamic surgery, which has no schedule), and the measured
+    ``sparsity``: the fraction of zeros over all masks. For dynamic network
+    surgery it also records the connections ``pruned`` and ``spliced`` back
+    so far. ``tfprune.plots.plot_schedule`` and ``plot_surgery_history`` draw
+    it.
+
+    Args:
+        every_n_steps: also record every this many batches (``None``: epochs only).
+
+    Example:
+
+    ```python
+    history = tfprune.SparsityHistory(every_n_steps=50)
+    pruned.fit(x, y, epochs=3, callbacks=[tfprune.UpdatePruningStep(), history])
+    tfprune.plots.plot_schedule(schedule, steps, history=history, path="schedule.png")
+    ```
+    """
+
+    def __init__(self, every_n_steps=None):
+        super().__init__()
+        if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps <= 0):
+            raise ValueError(
+                f"SparsityHistory: `every_n_steps` must be a positive integer or None. Received: {every_n_steps!r}."
+            )
+        self.every_n_steps = every_n_steps
+        self.history = {"step": [], "target_sparsity": [], "sparsity": [], "pruned": [], "spliced": []}
+        self._batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batches += 1
+        if self.every_n_steps and self._batches % self.every_n_steps == 0:
+            self.record()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.record()
+
+    def record(self):
+        """Appends one row for the model's current state."""
+        wrappers = pruning_wrappers(self.model)
+        if not wrappers:
+            return
+        step = int(wrappers[0].pruning_step.numpy())
+        scheduled = [w for w in wrappers if w.pruning_schedule is not None]
+        target = float(scheduled[0].pruning_schedule(max(step, 0))[1]) if scheduled else None
+        masks = [keras.ops.convert_to_numpy(m) for w in wrappers for m in w.masks]
+        zeros = sum(int(np.sum(m == 0)) for m in masks)
+        total = sum(m.size for m in masks)
+        surgery = [w for w in wrappers if w.pruning_schedule is None]
+        self.history["step"].append(step)
+        self.history["target_sparsity"].append(target)
+        self.history["sparsity"].append(zeros / total if total else 0.0)
+        self.history["pruned"].append(sum(int(w.pruned_count.numpy()) for w in surgery) if surgery else None)
+        self.history["spliced"].append(sum(int(w.spliced_count.numpy()) for w in surgery) if surgery else None)
+
+    def get_config(self):
+        return {"every_n_steps": self.every_n_steps}
