@@ -13,7 +13,7 @@ export TFPRUNE_DATA_DIR := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: install tutorial test test-fast bench clean
+.PHONY: install tutorial test test-fast bench docs clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -35,5 +35,8 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
+docs: $(STAMP)
+	$(BIN)/python -m mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) outputs site .pytest_cache

@@ -10,9 +10,10 @@ _VERSION = re.search(
     r'^__version__ = "([^"]+)"', (_HERE / "tfprune" / "__init__.py").read_text(), re.M
 ).group(1)
 
-_TFLITE = ["ai-edge-litert>=1.0"]
-# tfmot and tf-keras are only ever imported in subprocesses (tests' reference
-# values, benchmarks): importing tfmot sets TF_USE_LEGACY_KERAS=1 globally.
+# tf-keras: LSTMs convert to the fused TFLite op only from a Keras 2 model (tfprune/export/_legacy.py).
+_TFLITE = ["ai-edge-litert>=1.0", "tf-keras>=2.16"]
+# tfmot is only ever imported in subprocesses (tests' reference values, benchmarks):
+# importing it sets TF_USE_LEGACY_KERAS=1 globally.
 _TFMOT = ["tensorflow-model-optimization>=0.8", "tf-keras>=2.16"]
 
 setup(
@@ -29,7 +30,9 @@ setup(
         "tflite": _TFLITE,
         "plot": ["matplotlib"],
         "bench": _TFMOT + ["matplotlib"],
-        "dev": ["pytest>=7", "pytest-xdist", "matplotlib"] + _TFLITE + _TFMOT,
+        "docs": ["mkdocs>=1.6", "mkdocstrings-python>=1.10"],
+        "dev": ["pytest>=7", "pytest-xdist", "matplotlib", "mkdocs>=1.6", "mkdocstrings-python>=1.10"]
+        + _TFLITE + _TFMOT,
     },
     entry_points={"console_scripts": ["tfprune=tfprune.cli:main"]},
     classifiers=[

@@ -278,3 +278,22 @@ def test_pruning_summaries_are_readable_from_the_event_files(tmp_path):
     assert "pruning/out/target_sparsity" in values
     with pytest.raises(ValueError, match="update_freq"):
         tfprune.PruningSummaries(tmp_path, update_freq=0)
+
+
+def test_summaries_log_batchnorm_scales_for_slimming(tmp_path):
+    x, y = _data(64)
+    model = keras.Sequential([keras.Input((x.shape[1],)), keras.layers.Dense(8, name="d"),
+                              keras.layers.BatchNormalization(name="bn"), keras.layers.Dense(3, name="o")])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[tfprune.PruningSummaries(tmp_path, bn_scales=True)])
+    tables = {}
+    for path in tmp_path.iterdir():
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for v in event.summary.value:
+                tables[(v.tag, event.step)] = tf.make_ndarray(v.tensor)
+    [(tag, step)] = tables
+    assert tag == "bn_scale/bn" and step == 2
+    table = tables[(tag, step)]
+    gamma = np.abs(model.get_layer("bn").gamma.numpy())
+    assert table[:, 2].sum() == gamma.size
+    assert table[0, 0] == pytest.approx(gamma.min()) and table[-1, 1] == pytest.approx(gamma.max())

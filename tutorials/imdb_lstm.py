@@ -62,7 +62,8 @@ def parse_args(argv=None):
 # lower-case, replace the `<br />` tags the reviews contain by spaces, drop
 # ASCII punctuation, split on whitespace, and look each word up in
 # `vocabulary.txt` (line `i` holds the word with id `i`; id 0 pads, id 1 is
-# any word not in the file). Reviews are cut or zero-padded to `--length` ids.
+# any word not in the file). Reviews are cut to their first `--length` words,
+# and shorter ones padded with zeros in front, as Keras's `pad_sequences` does.
 
 # %%
 _PUNCTUATION = "[" + re.escape(string.punctuation) + "]"
@@ -80,9 +81,16 @@ def vectorize(args, x_train, x_test):
     vectorizer.adapt(tf.data.Dataset.from_tensor_slices(x_train).batch(1024))
 
     def ids(texts):
-        return np.concatenate([vectorizer(texts[i:i + 1024]).numpy() for i in range(0, len(texts), 1024)])
+        batches = np.concatenate([vectorizer(texts[i:i + 1024]).numpy() for i in range(0, len(texts), 1024)])
+        return np.stack([pad_front(row) for row in batches])
 
     return ids(x_train).astype("int32"), ids(x_test).astype("int32"), vectorizer.get_vocabulary()
+
+
+def pad_front(row):
+    """Moves the padding zeros to the front: the LSTM's last steps then read words, not padding."""
+    words = row[row != 0]
+    return np.concatenate([np.zeros(len(row) - len(words), row.dtype), words])
 
 
 def load(args):

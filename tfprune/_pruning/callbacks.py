@@ -130,10 +130,16 @@ class PruningSummaries(keras.callbacks.Callback):
     target as ``pruning/<layer>/target_sparsity``, against the layer's
     pruning step. View with ``tensorboard --logdir <log_dir>``.
 
+    For dynamic network surgery it logs ``pruning/<layer>/pruned_total`` and
+    ``.../spliced_total`` instead of the target. With ``bn_scales=True`` it
+    also logs, for network slimming, the distribution of ``|gamma|`` of
+    every BatchNormalization layer as a histogram ``bn_scale/<layer>``.
+
     Args:
         log_dir: directory for the event files.
         update_freq: ``"epoch"`` to write at the end of each epoch, or an
             integer number of batches.
+        bn_scales: also log the BatchNormalization scale histograms.
 
     Example:
 
@@ -145,7 +151,7 @@ class PruningSummaries(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, log_dir, update_freq="epoch"):
+    def __init__(self, log_dir, update_freq="epoch", bn_scales=False):
         super().__init__()
         if update_freq != "epoch" and (not isinstance(update_freq, int) or update_freq <= 0):
             raise ValueError(
@@ -154,6 +160,7 @@ class PruningSummaries(keras.callbacks.Callback):
             )
         self.log_dir = os.fspath(log_dir)
         self.update_freq = update_freq
+        self.bn_scales = bool(bn_scales)
         self._writer = None
         self._batches = 0
 
@@ -191,10 +198,15 @@ class PruningSummaries(keras.callbacks.Callback):
                     tag = f"pruning/{name}/{registry.weight_label(weight)}"
                     _scalar(f"{tag}/sparsity", 1.0 - np.mean(mask), step)
                     _scalar(f"{tag}/threshold", threshold.numpy(), step)
+            if self.bn_scales:
+                step = int(self.model.optimizer.iterations.numpy()) if self.model.optimizer else 0
+                for layer in _leaf_layers(self.model):
+                    if isinstance(layer, keras.layers.BatchNormalization) and layer.scale:
+                        _histogram(f"bn_scale/{layer.name}", np.abs(keras.ops.convert_to_numpy(layer.gamma)), step)
         self._writer.flush()
 
     def get_config(self):
-        return {"log_dir": self.log_dir, "update_freq": self.update_freq}
+        return {"log_dir": self.log_dir, "update_freq": self.update_freq, "bn_scales": self.bn_scales}
 
 
 # What tf.summary.scalar writes, without needing the tensorboard package
@@ -207,3 +219,22 @@ _SCALAR_METADATA = tf.compat.v1.SummaryMetadata(
 
 def _scalar(tag, value, step):
     tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step, metadata=_SCALAR_METADATA)
+
+
+_HISTOGRAM_METADATA = tf.compat.v1.SummaryMetadata(
+    plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="histograms")
+).SerializeToString()
+
+
+def _histogram(tag, values, step, bins=30):
+    """A TensorBoard histogram: rows of (left edge, right edge, count), as tf.summary.histogram writes."""
+    counts, edges = np.histogram(values, bins=bins)
+    table = np.stack([edges[:-1], edges[1:], counts], axis=1).astype(np.float64)
+    tf.summary.write(tag, tf.constant(table), step=step, metadata=_HISTOGRAM_METADATA)
+
+
+def _leaf_layers(model):
+    found = []
+    for layer in model.layers:
+        found.extend(_leaf_layers(layer) if isinstance(layer, keras.Model) else [layer])
+    return found

@@ -72,7 +72,10 @@ def prune(model, method="l1_norm", ratio=0.5, data=None, *, scope="layer", min_c
         data: calibration data for ``apoz``, ``entropy`` (inputs) and ``taylor`` (``(x, y)``).
         scope: ``"layer"`` or ``"global"`` (see ``select_channels``).
         min_channels: channels every layer keeps at least.
-        batch_size, bins, loss, verbose: see ``channel_scores``.
+        batch_size: calibration batch size (see ``channel_scores``).
+        bins: histogram bins of ``entropy`` (see ``channel_scores``).
+        loss: the loss ``taylor`` differentiates (see ``channel_scores``).
+        verbose: 1 shows a progress bar while scoring.
 
     Returns:
         A new, smaller ``keras.Model``.
@@ -110,7 +113,8 @@ def iterative_prune(model, method="l1_norm", ratio_per_step=0.2, steps=3, *, fin
             callable ``fine_tune(model) -> model or None`` that trains the model in place or
             returns a new one.
         data: calibration data for data-based methods.
-        scope, min_channels: see ``select_channels``.
+        scope: ``"layer"`` or ``"global"`` (see ``select_channels``).
+        min_channels: channels every layer keeps at least (see ``select_channels``).
         verbose: 1 prints one line per step.
         **score_kwargs: ``batch_size``, ``bins``, ``loss`` for the scoring.
 
