@@ -27,6 +27,37 @@ def test_mnist_magnitude_quick(tmp_path, data_dir):
     for (name, model), target in zip(results[1:], (0.8, 0.9)):
         rows = tfprune.sparsity_report(model).rows
         assert all(abs(r["sparsity"] - target) <= 1 / r["params"] + 1e-9 for r in rows), name
-    assert (tmp_path / "mnist_pruned.tflite").stat().st_size > 0
+    assert (tmp_path / "mnist_pruned_int8.tflite").stat().st_size > 0
+    pngs = {p.name for p in tmp_path.glob("*.png")}
+    assert pngs == {"schedule_80.png", "schedule_90.png", "sparsity.png", "weights.png"}
     reloaded = keras.saving.load_model(tmp_path / "mnist_pruned.keras")
     assert tfprune.sparsity_report(reloaded).total_sparsity > 0.85
+
+
+@pytest.mark.slow
+def test_mnist_dns_quick(tmp_path, data_dir):
+    rows = _load("mnist_dns").main(["--quick", "--data-dir", str(data_dir / "mnist"), "--output-dir", str(tmp_path)])
+    assert [r["model"] for r in rows] == ["lenet_300_100", "lenet5"]
+    lenet5 = rows[1]
+    assert lenet5["params"] == 431_080  # Caffe's LeNet-5, as in the paper
+    for row in rows:
+        assert row["compression_dns"] > 20 and row["history"][-1]["pruned"] > 0
+        assert set(row["kept_per_layer"]) == {"fc1", "fc2", "fc3"} or set(row["kept_per_layer"]) == {
+            "conv1", "conv2", "fc1", "fc2"}
+    assert (tmp_path / "results.json").is_file() and (tmp_path / "lenet5_dns.keras").is_file()
+
+
+@pytest.mark.slow
+def test_imdb_lstm_quick(tmp_path, data_dir):
+    results = _load("imdb_lstm").main(["--quick", "--data-dir", str(data_dir / "imdb"), "--output-dir", str(tmp_path)])
+    baseline, pruned = results["lstm"]
+    assert pruned["sparsity"] > 0.75
+    for row in (baseline, pruned):
+        assert row["int8"]["fused_lstm"] and row["float32"]["fused_lstm"]
+        assert row["int8"]["agreement"] >= 0.97 and row["float32"]["agreement"] >= 0.99
+        assert row["int8"]["bytes"] < row["float32"]["bytes"] / 3
+    assert pruned["int8"]["gzip_bytes"] < baseline["int8"]["gzip_bytes"] / 2
+    vocabulary = (tmp_path / "vocabulary.txt").read_text(encoding="utf-8").splitlines()
+    assert vocabulary[:2] == ["", "[UNK]"] and len(vocabulary) == 5000
+    slim = results["conv"][1]
+    assert slim["conv_filters"] == 128 and slim["params"] < results["conv"][0]["params"]

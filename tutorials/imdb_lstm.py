@@ -257,6 +257,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.quick:
         args.epochs, args.prune_epochs, args.length, args.vocabulary = 1, 1, 100, 5000
+        args.targets = args.targets[-1:]
     out = pathlib.Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     *data, vocabulary = load(args)

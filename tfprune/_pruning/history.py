@@ -11,7 +11,7 @@ class SparsityHistory(keras.callbacks.Callback):
 
     Use it next to ``tfprune.UpdatePruningStep`` (it reads, it does not
     prune). At the end of every epoch, and every ``every_n_steps`` batches if
-    given, it appends to ``history``: the training ``step``, the schedule's
+    given, it appends to ``history``: the last training ``step`` run (0-based), the schedule's
     ``target_sparsity`` there (of the first magnitude-pruned layer; ``None``
     for dynamic surgery, which has no schedule), and the measured
     ``sparsity``: the fraction of zeros over all masks. For dynamic network
@@ -54,7 +54,8 @@ class SparsityHistory(keras.callbacks.Callback):
         wrappers = pruning_wrappers(self.model)
         if not wrappers:
             return
-        step = int(wrappers[0].pruning_step.numpy())
+        # The last step trained (0-based): its masks are the ones recorded.
+        step = int(wrappers[0].pruning_step.numpy()) - 1
         scheduled = [w for w in wrappers if w.pruning_schedule is not None]
         target = float(scheduled[0].pruning_schedule(max(step, 0))[1]) if scheduled else None
         masks = [keras.ops.convert_to_numpy(m) for w in wrappers for m in w.masks]
