@@ -1,7 +1,10 @@
 """tfprune: pruning for Keras 3 on TensorFlow, with export to sparse, quantized TFLite.
 
-The public API is what this module exports; modules with a leading
-underscore are private.
+The public API is what this module exports, plus its subpackages:
+``tfprune.structured`` (channel scores, network slimming, ``prune``),
+``tfprune.surgery`` (``remove_channels``), ``tfprune.export``
+(``to_tflite``), ``tfprune.plots`` and ``tfprune.datasets``. Modules with a
+leading underscore are private.
 
 Example:
 
