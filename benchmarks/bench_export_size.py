@@ -71,7 +71,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 baseline epoch, 2 pruning epochs")
     parser.add_argument("--epochs", type=int, default=10, help="baseline epochs")
-    parser.add_argument("--prune-epochs", type=int, default=10, help="epochs per pruned model")
+    parser.add_argument("--prune-epochs", type=int, default=20, help="epochs per pruned model")
     parser.add_argument("--granularity", choices=("layer", "global"), default="global")
     parser.add_argument("--output-dir", default=None, help="keep the .tflite files here (default: a temp dir)")
     args = parser.parse_args(argv)

@@ -260,12 +260,14 @@ def main(argv=None):
         args.targets = args.targets[-1:]
     out = pathlib.Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
     *data, vocabulary = load(args)
     results = {"settings": vars(args)}
     if args.model in ("lstm", "both"):
         results["lstm"] = run_lstm(args, data, vocabulary, out)
     if args.model in ("conv", "both"):
         results["conv"] = run_conv(args, data, out)
+    results["seconds"] = time.time() - start
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nWrote the .tflite files, vocabulary.txt and results.json to {out}")
     return results
