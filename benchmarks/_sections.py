@@ -1,8 +1,10 @@
-"""Where each benchmark writes its section of RESULTS.md (run.py assembles them)."""
+"""Shared by the benchmarks: where each writes its section of RESULTS.md, and how they load a tutorial."""
 
+import importlib.util
 import pathlib
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
 
 
 def write_section(name, lines):
@@ -11,3 +13,11 @@ def write_section(name, lines):
     out = RESULTS / f"{name}.md"
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
+
+
+def load_tutorial(name):
+    """Imports ``tutorials/<name>.py`` (a script, not a package) so a benchmark runs exactly what users run."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tutorials" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

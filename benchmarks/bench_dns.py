@@ -11,32 +11,22 @@ tfprune's magnitude pruning at the same per-layer sparsities.
 
 import argparse
 import datetime
-import importlib.util
-import pathlib
 import platform
 import sys
 import tempfile
 import time
 
-from _sections import write_section
+from _sections import load_tutorial, write_section
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 TARGETS = {"lenet_300_100": 50, "lenet5": 100}  # minimum compression; error at most baseline + 0.1 points
 NAMES = {"lenet_300_100": "LeNet-300-100", "lenet5": "LeNet-5 (Caffe)"}
-
-
-def tutorial():
-    spec = importlib.util.spec_from_file_location("mnist_dns", ROOT / "tutorials" / "mnist_dns.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     args, rest = parser.parse_known_args(argv)
-    dns = tutorial()
+    dns = load_tutorial("mnist_dns")
     start = time.time()
     with tempfile.TemporaryDirectory() as out:
         rows = dns.main(rest + ["--output-dir", out] + (["--quick"] if args.quick else []))

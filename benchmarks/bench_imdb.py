@@ -15,7 +15,6 @@ removing half of its filters.
 
 import argparse
 import datetime
-import importlib.util
 import json
 import pathlib
 import platform
@@ -23,18 +22,10 @@ import sys
 import tempfile
 import time
 
-from _sections import write_section
+from _sections import load_tutorial, write_section
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 MAX_POINTS_LOST_AT_80 = 1.0
 MIN_SIZE_RATIO = 10.0
-
-
-def tutorial():
-    spec = importlib.util.spec_from_file_location("imdb_lstm", ROOT / "tutorials" / "imdb_lstm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def lstm_lines(rows):
@@ -111,7 +102,8 @@ def main(argv=None):
     else:
         start = time.time()
         with tempfile.TemporaryDirectory() as out:
-            results = tutorial().main(rest + ["--output-dir", out] + (["--quick"] if args.quick else []))
+            argv = rest + ["--output-dir", out] + (["--quick"] if args.quick else [])
+            results = load_tutorial("imdb_lstm").main(argv)
         minutes, quick = (time.time() - start) / 60, args.quick
     settings = results["settings"]
     took = f"{minutes:.0f} min on this 2-core machine, " if minutes else ""

@@ -17,7 +17,6 @@
 
 import argparse
 import datetime
-import importlib.util
 import os
 import pathlib
 import sys
@@ -30,22 +29,15 @@ import numpy as np  # noqa: E402
 
 import tfprune.structured as structured  # noqa: E402
 import tfprune.surgery as surgery  # noqa: E402
-from _sections import write_section  # noqa: E402
+from _sections import load_tutorial, write_section  # noqa: E402
 from tfprune.datasets import mnist  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def _tutorial():
-    spec = importlib.util.spec_from_file_location("mnist_structured", ROOT / "tutorials" / "mnist_structured.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def cnn(args):
     argv = ["--output-dir", str(ROOT / "outputs" / "bench_structured")] + (["--quick"] if args.quick else [])
-    return _tutorial().main(argv)
+    return load_tutorial("mnist_structured").main(argv)
 
 
 def mlp_model():
@@ -65,7 +57,7 @@ def mlp(args):
     if args.quick:
         x_train, y_train, x_test, y_test = x_train[:2000], y_train[:2000], x_test[:1000], y_test[:1000]
     epochs, finetune = (1, 1) if args.quick else (args.mlp_epochs, args.mlp_finetune)
-    tutorial = _tutorial()
+    tutorial = load_tutorial("mnist_structured")
 
     def train(model, n, lr=1e-3):
         tutorial.compile_model(model, lr)
