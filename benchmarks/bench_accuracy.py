@@ -24,21 +24,15 @@ import numpy as np  # noqa: E402
 import tfprune  # noqa: E402
 from tfprune.datasets import mnist  # noqa: E402
 
-from _sections import write_section  # noqa: E402
+from _sections import load_tutorial, write_section  # noqa: E402
 
 TARGETS = (0.8, 0.9, 0.95, 0.98)
 GRANULARITIES = ("layer", "global")
 BATCH = 128
 
 
-def lenet_300_100():
-    return keras.Sequential(
-        [keras.Input((28, 28)), keras.layers.Flatten(),
-         keras.layers.Dense(300, activation="relu", name="fc1"),
-         keras.layers.Dense(100, activation="relu", name="fc2"),
-         keras.layers.Dense(10, name="fc3")],
-        name="lenet_300_100",
-    )
+# The DNS tutorial's LeNet-300-100, so that every benchmark trains the same network.
+lenet_300_100 = load_tutorial("mnist_dns").lenet_300_100
 
 
 def compile_model(model, learning_rate):
