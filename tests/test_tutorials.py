@@ -4,6 +4,7 @@ import importlib.util
 import pathlib
 
 import keras
+import numpy as np
 import pytest
 
 import tfprune
@@ -61,3 +62,21 @@ def test_imdb_lstm_quick(tmp_path, data_dir):
     assert vocabulary[:2] == ["", "[UNK]"] and len(vocabulary) == 5000
     slim = results["conv"][1]
     assert slim["conv_filters"] == 128 and slim["params"] < results["conv"][0]["params"]
+
+
+def test_imdb_tflite_scores_each_review_from_a_fresh_lstm_state(tmp_path):
+    # The fused LSTM keeps its state in the interpreter between calls. With forget gates held
+    # open, a review scored after another would carry that review's state if it were not reset.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((12,), dtype="int32"), keras.layers.Embedding(50, 8),
+                              keras.layers.LSTM(6), keras.layers.Dense(1)])
+    kernel, recurrent, bias = model.layers[1].get_weights()
+    bias[6:12] = 10.0  # Keras orders the gates i, f, c, o
+    model.layers[1].set_weights([kernel, recurrent, bias])
+    path = tmp_path / "lstm.tflite"
+    tfprune.export.to_tflite(model, path, latency_runs=0)
+    reviews = np.random.default_rng(0).integers(1, 50, (2, 12)).astype("int32")
+    alone = _load("imdb_lstm").run_tflite(path, reviews[1:])[0]
+    after_another = _load("imdb_lstm").run_tflite(path, reviews)[1]
+    np.testing.assert_allclose(after_another, alone, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(alone, model.predict(reviews[1:], verbose=0)[0, 0], rtol=1e-4, atol=1e-5)

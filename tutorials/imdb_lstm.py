@@ -142,7 +142,7 @@ def prune(baseline, target, x, y, args, batch_size):
 # `to_tflite` rebuilds the LSTM so the converter emits TFLite's fused
 # UNIDIRECTIONAL_SEQUENCE_LSTM op (Keras 3 alone would give a WHILE loop), checks
 # the file against Keras, and reports what is stored in it. Below, the file is
-# run on every test review with the LiteRT interpreter, one review per call.
+# run on every test review with the LiteRT interpreter, one review per call, the LSTM state reset before each.
 
 # %%
 def run_tflite(path, ids):
@@ -153,6 +153,8 @@ def run_tflite(path, ids):
     [source], [target] = interpreter.get_input_details(), interpreter.get_output_details()
     logits = np.empty(len(ids), np.float32)
     for i in range(len(ids)):
+        # The fused LSTM keeps its state in variable tensors between calls: each review starts from zero.
+        interpreter.reset_all_variables()
         interpreter.set_tensor(source["index"], ids[i:i + 1])
         interpreter.invoke()
         logits[i] = interpreter.get_tensor(target["index"]).reshape(-1)[0]
