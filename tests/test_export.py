@@ -410,3 +410,10 @@ def test_failed_verification_leaves_nothing_behind(trained, tmp_path, monkeypatc
     with pytest.raises(ExportError, match="does not work under any interpreter configuration"):
         to_tflite(trained, target, sparse=False)
     assert leftovers(tmp_path) == ["m.tflite"] and target.read_bytes() == b"previous version"
+
+
+def test_an_interpreter_that_crashes_while_preparing_is_reported_not_fatal(block_int8, monkeypatch):
+    # LiteRT can die with a signal instead of raising; the probe prepares the file in a child first.
+    monkeypatch.setattr(_runtime, "_PREPARE_IN_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    result = _runtime.probe(block_int8.path, "default", latency_runs=0)
+    assert not result.loads and "crashed (signal 11)" in result.error

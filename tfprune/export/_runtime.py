@@ -16,13 +16,26 @@ and between the two configurations.
 """
 
 import dataclasses
+import importlib.util
 import re
+import subprocess
+import sys
 import time
 
 import numpy as np
 
 CONFIGURATIONS = ("default", "no_delegates")
 LABELS = {"default": "default (XNNPACK)", "no_delegates": "no delegates"}
+
+# Prepares a file in a child process. LiteRT can crash, rather than raise, while a delegate prepares
+# a file it cannot handle; the crash must not take the user's Python process (and model) with it.
+_PREPARE_IN_CHILD = """
+import sys
+from ai_edge_litert import interpreter as litert
+kind = litert.OpResolverType.AUTO if sys.argv[2] == "default" else \\
+    litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+litert.Interpreter(model_path=sys.argv[1], num_threads=1, experimental_op_resolver_type=kind).allocate_tensors()
+"""
 
 
 @dataclasses.dataclass
@@ -75,6 +88,9 @@ def interpreter_api():
 
 def load(path, configuration, num_threads=1):
     """An allocated interpreter for ``path``; raises ``RuntimeError`` if it cannot load."""
+    crash = _crash_while_preparing(path, configuration)
+    if crash:
+        raise RuntimeError(crash)
     interpreter_class, resolver, _ = interpreter_api()
     kind = resolver.AUTO if configuration == "default" else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
@@ -85,6 +101,17 @@ def load(path, configuration, num_threads=1):
     except (RuntimeError, ValueError) as err:
         raise RuntimeError(_first_line(err)) from None
     return interpreter
+
+
+def _crash_while_preparing(path, configuration):
+    """A message if preparing ``path`` kills a child process; ``None`` if it does not (or cannot be tried)."""
+    if importlib.util.find_spec("ai_edge_litert") is None:
+        return None
+    child = subprocess.run([sys.executable, "-c", _PREPARE_IN_CHILD, str(path), configuration],
+                           capture_output=True, timeout=300)
+    if child.returncode < 0:
+        return f"the interpreter crashed (signal {-child.returncode}) while preparing the file"
+    return None  # loaded, or raised: the load in this process reports the error itself
 
 
 def probe(path, configuration, samples=None, names=None, latency_runs=100, latency_budget_s=2.0, seed=0):
