@@ -40,8 +40,8 @@ PAPER_KEPT = {
     "lenet_300_100": {"fc1": 0.018, "fc2": 0.018, "fc3": 0.055},
     "lenet5": {"conv1": 0.142, "conv2": 0.031, "fc1": 0.007, "fc2": 0.043},
 }
-# `c` is chosen for a first update that prunes these fractions of the paper's rates: splicing then
-# brings connections back, most of all in LeNet-5's small conv1 and fc2, so it starts lower there.
+# `c` is chosen so that the first mask update keeps this fraction of the paper's per-layer rates:
+# splicing brings connections back later, most of all in LeNet-5's small conv1 and fc2.
 KEPT_SCALE = {"lenet_300_100": 0.8, "lenet5": 0.5}
 PAPER = {  # compression and test error (reference -> pruned), from the paper's Table 1
     "lenet_300_100": {"compression": 56, "error_before": 2.28, "error_after": 1.99},

@@ -16,7 +16,6 @@ and between the two configurations.
 """
 
 import dataclasses
-import importlib.util
 import re
 import subprocess
 import sys
@@ -32,8 +31,7 @@ LABELS = {"default": "default (XNNPACK)", "no_delegates": "no delegates"}
 _PREPARE_IN_CHILD = """
 import sys
 from ai_edge_litert import interpreter as litert
-kind = litert.OpResolverType.AUTO if sys.argv[2] == "default" else \\
-    litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+kind = getattr(litert.OpResolverType, sys.argv[2])
 litert.Interpreter(model_path=sys.argv[1], num_threads=1, experimental_op_resolver_type=kind).allocate_tensors()
 """
 
@@ -88,11 +86,12 @@ def interpreter_api():
 
 def load(path, configuration, num_threads=1):
     """An allocated interpreter for ``path``; raises ``RuntimeError`` if it cannot load."""
-    crash = _crash_while_preparing(path, configuration)
-    if crash:
-        raise RuntimeError(crash)
-    interpreter_class, resolver, _ = interpreter_api()
+    interpreter_class, resolver, runtime = interpreter_api()
     kind = resolver.AUTO if configuration == "default" else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    if runtime.startswith("ai-edge-litert"):
+        crash = _crash_while_preparing(path, kind.name)
+        if crash:
+            raise RuntimeError(crash)
     try:
         interpreter = interpreter_class(
             model_path=str(path), num_threads=num_threads, experimental_op_resolver_type=kind
@@ -103,11 +102,9 @@ def load(path, configuration, num_threads=1):
     return interpreter
 
 
-def _crash_while_preparing(path, configuration):
-    """A message if preparing ``path`` kills a child process; ``None`` if it does not (or cannot be tried)."""
-    if importlib.util.find_spec("ai_edge_litert") is None:
-        return None
-    child = subprocess.run([sys.executable, "-c", _PREPARE_IN_CHILD, str(path), configuration],
+def _crash_while_preparing(path, resolver_name):
+    """A message if preparing ``path`` with ai-edge-litert kills a child process; ``None`` if it does not."""
+    child = subprocess.run([sys.executable, "-c", _PREPARE_IN_CHILD, str(path), resolver_name],
                            capture_output=True, timeout=300)
     if child.returncode < 0:
         return f"the interpreter crashed (signal {-child.returncode}) while preparing the file"
