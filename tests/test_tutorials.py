@@ -51,13 +51,16 @@ def test_mnist_dns_quick(tmp_path, data_dir):
 @pytest.mark.slow
 def test_imdb_lstm_quick(tmp_path, data_dir):
     results = _load("imdb_lstm").main(["--quick", "--data-dir", str(data_dir / "imdb"), "--output-dir", str(tmp_path)])
-    baseline, pruned = results["lstm"]
-    assert pruned["sparsity"] > 0.75
-    for row in (baseline, pruned):
+    baseline, pruned, by_rows = results["lstm"]
+    assert pruned["sparsity"] > 0.75 and not pruned["embedding_rows"]
+    for row in (baseline, pruned, by_rows):
         assert row["int8"]["fused_lstm"] and row["float32"]["fused_lstm"]
         assert row["int8"]["agreement"] >= 0.97 and row["float32"]["agreement"] >= 0.99
         assert row["int8"]["bytes"] < row["float32"]["bytes"] / 3
     assert pruned["int8"]["gzip_bytes"] < baseline["int8"]["gzip_bytes"] / 2
+    # 80% of the 5,000 Embedding rows pruned whole and dropped from the file
+    assert by_rows["embedding_rows"] and by_rows["embedding_rows_kept"] == 1000
+    assert by_rows["int8"]["bytes"] < pruned["int8"]["bytes"] / 2
     vocabulary = (tmp_path / "vocabulary.txt").read_text(encoding="utf-8").splitlines()
     assert vocabulary[:2] == ["", "[UNK]"] and len(vocabulary) == 5000
     slim = results["conv"][1]

@@ -19,7 +19,7 @@ import keras
 _SUPPORTED = {
     "InputLayer", "Embedding", "LSTM", "Dense", "Dropout", "SpatialDropout1D", "Flatten", "Reshape",
     "Activation", "Conv1D", "MaxPooling1D", "AveragePooling1D", "GlobalMaxPooling1D",
-    "GlobalAveragePooling1D", "Bidirectional",
+    "GlobalAveragePooling1D", "Bidirectional", "CompactEmbedding",
 }
 # Weights are copied afterwards, so none of these matter, and their Keras 3 configs do not load in Keras 2.
 _SKIPPED = ("initializer", "regularizer", "constraint")
@@ -79,6 +79,8 @@ def _legacy_layer(tf_keras, layer):
     name = type(layer).__name__
     if name not in _SUPPORTED or isinstance(layer, keras.Model):
         raise NotRebuildable(f"layer '{layer.name}' ({name}) has no tf_keras counterpart in tfprune's rebuild")
+    if name == "CompactEmbedding":
+        return _legacy_compact_embedding(tf_keras, layer)
     cls = getattr(tf_keras.layers, name)
     if name == "Bidirectional":
         inner = _legacy_layer(tf_keras, layer.forward_layer)
@@ -90,3 +92,23 @@ def _legacy_layer(tf_keras, layer):
     if isinstance(kwargs.get("activation"), dict) or isinstance(kwargs.get("recurrent_activation"), dict):
         raise NotRebuildable(f"layer '{layer.name}' ({name}) uses a custom activation")
     return cls(name=layer.name, **kwargs)
+
+
+def _legacy_compact_embedding(tf_keras, layer):
+    """tfprune.surgery.CompactEmbedding in tf_keras: the same two lookups, the same weights in order."""
+    import tensorflow as tf
+
+    class CompactEmbedding(tf_keras.layers.Layer):
+        def build(self, input_shape):
+            self.token_rows = self.add_weight("token_rows", shape=(layer.input_dim,), dtype="int32",
+                                              initializer="zeros", trainable=False)
+            self.embeddings = self.add_weight("embeddings", shape=(layer.rows, layer.output_dim),
+                                              initializer="zeros")
+
+        def call(self, inputs):
+            return tf.gather(self.embeddings, tf.gather(self.token_rows, tf.cast(inputs, tf.int32)))
+
+        def compute_mask(self, inputs, mask=None):
+            return tf.not_equal(inputs, 0) if layer.mask_zero else None
+
+    return CompactEmbedding(name=layer.name)

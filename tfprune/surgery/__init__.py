@@ -15,6 +15,9 @@ recurrent layers, grouped convolutions, raw ``keras.ops`` calls, shared layers, 
 models) is copied unchanged, and a cut whose channels would flow into it is refused with an
 error naming it. Subclassed models (no readable graph) are refused.
 
+``compact_embeddings(model)`` stores only the nonzero rows of Embedding tables (after whole
+rows were pruned), with outputs unchanged.
+
 Example:
 
 ```python
@@ -25,7 +28,9 @@ smaller = tfprune.surgery.remove_channels(model, {"conv1": [0, 3, 4]})
 ```
 """
 
+from tfprune.surgery._embedding import CompactEmbedding, compact_embeddings
 from tfprune.surgery._groups import CoupledGroup, coupled_groups
 from tfprune.surgery._remove import remove_channels, zero_channels
 
-__all__ = ["CoupledGroup", "coupled_groups", "remove_channels", "zero_channels"]
+__all__ = ["CompactEmbedding", "CoupledGroup", "compact_embeddings", "coupled_groups", "remove_channels",
+           "zero_channels"]
