@@ -152,8 +152,7 @@ def settings(name, args):
     return chosen
 
 
-def surgery(baseline, name, x_train, y_train, args):
-    s = settings(name, args)
+def surgery(baseline, name, s, x_train, y_train, args):
     steps = int(np.ceil(len(x_train) / BATCH)) * s["surgery_epochs"]
     kept = {layer: min(1.0, rate * s["kept_scale"]) for layer, rate in PAPER_KEPT[name].items()}
     c = tfprune.dynamic_surgery_c(baseline, {layer: 1.0 - k for layer, k in kept.items()})
@@ -198,8 +197,7 @@ class SurgeryLog(keras.callbacks.Callback):
 # tfprune's gradual magnitude pruning to the sparsity surgery reached in it.
 
 # %%
-def magnitude(baseline, name, surgery_model, x_train, y_train, args):
-    s = settings(name, args)
+def magnitude(baseline, s, surgery_model, x_train, y_train, args):
     steps = int(np.ceil(len(x_train) / BATCH)) * s["surgery_epochs"]
     rows = {r["layer"]: r for r in tfprune.sparsity_report(surgery_model).rows if r["weight"] != "bias"}
 
@@ -227,6 +225,7 @@ def magnitude(baseline, name, surgery_model, x_train, y_train, args):
 # %%
 def run(name, data, args, out):
     x_train, y_train, x_test, y_test = data
+    s = settings(name, args)
     keras.utils.set_random_seed(0)
     start = time.time()
     baseline = compile_model({"lenet_300_100": lenet_300_100, "lenet5": lenet5}[name](),
@@ -235,10 +234,10 @@ def run(name, data, args, out):
     baseline.fit(x_train, y_train, batch_size=BATCH, epochs=args.epochs, verbose=2)
     base_seconds = time.time() - start
     start = time.time()
-    pruned, log = surgery(baseline, name, x_train, y_train, args)
+    pruned, log = surgery(baseline, name, s, x_train, y_train, args)
     surgery_seconds = time.time() - start
     start = time.time()
-    compared = magnitude(baseline, name, pruned, x_train, y_train, args)
+    compared = magnitude(baseline, s, pruned, x_train, y_train, args)
     magnitude_seconds = time.time() - start
     ratio, report = compression(pruned)
     print(f"\n{report}")
@@ -252,7 +251,7 @@ def run(name, data, args, out):
         "compression_dns": ratio,
         "error_magnitude": error(compared, x_test, y_test),
         "compression_magnitude": compression(compared)[0],
-        "settings": settings(name, args),
+        "settings": s,
         "kept_per_layer": {r["layer"]: 1.0 - r["sparsity"] for r in report.rows if r["weight"] != "bias"},
         "history": log.rows,
         "seconds": {"baseline": base_seconds, "surgery": surgery_seconds, "magnitude": magnitude_seconds},

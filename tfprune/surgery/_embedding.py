@@ -10,8 +10,7 @@ change.
 import keras
 import numpy as np
 
-from tfprune._pruning.wrapper import PruneLowMagnitude
-from tfprune.surgery._graph import Graph
+from tfprune._pruning.api import _check_model, pruning_wrappers
 from tfprune.surgery._remove import _copy_compile, _list_names
 
 
@@ -99,8 +98,8 @@ def compact_embeddings(model, layers=None):
     tfprune.export.to_tflite(small, "imdb.tflite", quantization="dynamic")
     ```
     """
-    Graph(model)  # refuses what cannot be cloned layer by layer: subclassed or unbuilt models
-    wrapped = [layer.name for layer in model.layers if isinstance(layer, PruneLowMagnitude)]
+    _check_model(model, "compact_embeddings")
+    wrapped = [wrapper.layer.name for wrapper in pruning_wrappers(model)]
     if wrapped:
         raise ValueError(f"compact_embeddings: layers {_list_names(wrapped)} still have pruning wrappers. "
                          "Call tfprune.strip_pruning(model) first.")
