@@ -51,6 +51,7 @@ def prune_low_magnitude(
     sparsity_m_by_n=None,
     pruning_policy=None,
     granularity="layer",
+    row_importance=None,
 ):
     """Prepares a layer or model for magnitude pruning during ``fit``.
 
@@ -88,6 +89,20 @@ def prune_low_magnitude(
             schedule's sparsity; ``"global"`` ranks all pruned weights of the
             call together with one threshold (Han et al. 2015), so layers
             end up with different sparsities.
+        row_importance: only when ``to_prune`` is one layer whose pruned
+            weight is rank 2 (Embedding, Dense): one number >= 0 per row,
+            and each weight is ranked by ``|w| * row_importance[row]``.
+            The input-weighted magnitude of Wanda (Sun et al. 2024, "A
+            Simple and Effective Pruning Approach for Large Language
+            Models"), which scales ``|W|`` by the norm of each input. For an
+            Embedding pass each token's count in the training data (the L1
+            norm of its one-hot input): a row then scores the magnitude it
+            adds to the layer's outputs over the data, and rare words go
+            before frequent ones. Plain magnitude does the opposite on the
+            IMDB tutorial's table: pruned to 4,000 of 20,000 rows, it keeps
+            129 of the 1,000 most frequent words, and the model loses 1.52
+            points of accuracy where count-weighted rows gain 1.00
+            (``python benchmarks/bench_imdb.py``).
 
     Returns:
         The pruned layer, list of layers, or model.
@@ -108,9 +123,25 @@ def prune_low_magnitude(
     pruned.fit(x, y, epochs=2, callbacks=[tfprune.UpdatePruningStep()])
     small = tfprune.strip_pruning(pruned)
     ```
+
+    An Embedding pruned in whole rows (one per token), most-used words kept:
+
+    ```python
+    counts = np.bincount(token_ids.ravel(), minlength=20000)
+    embedding = tfprune.prune_low_magnitude(
+        keras.layers.Embedding(20000, 128), pruning_schedule=schedule,
+        block_size=(1, 128), row_importance=counts,
+    )
+    ```
     """
     name = getattr(to_prune, "name", type(to_prune).__name__)
     validate_arguments(name, pruning_schedule, tuple(block_size), block_pooling_type, sparsity_m_by_n, granularity)
+    if row_importance is not None and not _is_single_layer(to_prune):
+        raise ValueError(
+            f"prune_low_magnitude: `row_importance` has one number per row of one layer's weight, so it is "
+            f"accepted only with a single layer, and '{name}' is a {type(to_prune).__name__}. Wrap that layer "
+            "on its own, e.g. in the clone_function of keras.models.clone_model."
+        )
     policy = pruning_policy or PruningPolicy()
     options = {
         "pruning_schedule": pruning_schedule,
@@ -120,6 +151,8 @@ def prune_low_magnitude(
         "granularity": granularity,
         "global_group": f"global_{uuid.uuid4().hex[:8]}" if granularity == "global" else None,
     }
+    if row_importance is not None:
+        options["row_importance"] = row_importance
     if isinstance(to_prune, (list, tuple)):
         return [_wrap_explicit(layer, options) for layer in to_prune]
     if isinstance(to_prune, keras.Model):
@@ -311,6 +344,10 @@ def pruning_wrappers(model):
 
 
 # -- helpers -------------------------------------------------------------
+
+
+def _is_single_layer(to_prune):
+    return isinstance(to_prune, keras.layers.Layer) and not isinstance(to_prune, keras.Model)
 
 
 def _check_model(model, caller):

@@ -67,6 +67,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         granularity: ``"layer"`` or ``"global"``.
         global_group: name shared by the wrappers ranked together when
             ``granularity="global"``.
+        row_importance: one number >= 0 per row of the layer's pruned
+            rank-2 weight (an Embedding's tokens, a Dense kernel's inputs),
+            or ``None``. A weight is scored ``|w| * row_importance[row]``.
 
     Example:
 
@@ -87,6 +90,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         sparsity_m_by_n=None,
         granularity="layer",
         global_group=None,
+        row_importance=None,
         **kwargs,
     ):
         if isinstance(layer, PruneLowMagnitude):
@@ -107,6 +111,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.granularity = granularity
         self.global_group = global_group
         validate_arguments(layer.name, pruning_schedule, self.block_size, block_pooling_type, self.sparsity_m_by_n, granularity)
+        self.row_importance = validate_row_importance(layer.name, row_importance, self.sparsity_m_by_n, granularity)
         self.pruned_weights = []
         self.masks = []
         self.thresholds = []
@@ -143,6 +148,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             )
         for weight in weights:
             validate_weight(self.layer, weight, self.block_size, self.sparsity_m_by_n)
+        if self.row_importance is not None:
+            validate_rows(self.layer, weights, self.row_importance)
         self.pruned_weights = weights
         for i, weight in enumerate(weights):
             mask = self.add_weight(
@@ -191,6 +198,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         scores = []
         for weight in self.pruned_weights:
             value = keras.ops.convert_to_numpy(weight).astype(np.float32)
+            if self.row_importance is not None:
+                value = np.abs(value) * self.row_importance[:, None]
             scores.append(mask_lib.block_scores(value, self.block_size, self.block_pooling_type)
                           if len(value.shape) == 2 else np.abs(value))
         return scores
@@ -239,6 +248,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             "sparsity_m_by_n": None if self.sparsity_m_by_n is None else list(self.sparsity_m_by_n),
             "granularity": self.granularity,
             "global_group": self.global_group,
+            "row_importance": None if self.row_importance is None else self.row_importance.tolist(),
         })
         return config
 
@@ -276,6 +286,50 @@ def validate_arguments(layer_name, schedule, block_size, pooling, m_by_n, granul
             raise ValueError(f"{where}: use either `block_size` or `sparsity_m_by_n`, not both.")
         if granularity == "global":
             raise ValueError(f"{where}: `sparsity_m_by_n` fixes each group's sparsity; it cannot be global.")
+
+
+def validate_row_importance(layer_name, row_importance, m_by_n, granularity):
+    """Checks ``row_importance`` on its own; returns it as a float32 vector (or ``None``)."""
+    if row_importance is None:
+        return None
+    where = f"prune_low_magnitude (layer '{layer_name}')"
+    values = np.asarray(row_importance, dtype=np.float32)
+    if values.ndim != 1 or values.size == 0:
+        problem = f"an array of shape {values.shape}"
+    elif not np.all(np.isfinite(values)) or np.any(values < 0):
+        problem = "negative, NaN or infinite entries"
+    else:
+        problem = None
+    if problem:
+        raise ValueError(
+            f"{where}: `row_importance` must be a non-empty 1-D array of finite numbers >= 0, one per row of "
+            "the pruned weight (for an Embedding, one per token: e.g. np.bincount(token_ids.ravel(), "
+            f"minlength=input_dim)). Received: {problem}."
+        )
+    if m_by_n is not None:
+        raise ValueError(f"{where}: `row_importance` scales magnitude ranking; it cannot be combined with "
+                         "`sparsity_m_by_n`, which ranks within each group of n weights.")
+    if granularity == "global":
+        raise ValueError(f"{where}: `row_importance` changes the scale of this layer's scores, so they cannot "
+                         "be ranked against other layers: use granularity='layer'.")
+    return values
+
+
+def validate_rows(layer, weights, row_importance):
+    """Checks that ``layer`` prunes exactly one rank-2 weight with one row per ``row_importance`` entry."""
+    where = f"prune_low_magnitude (layer '{layer.name}', {type(layer).__name__})"
+    if len(weights) != 1 or len(weights[0].shape) != 2:
+        shapes = ", ".join(f"'{w.name}' {tuple(w.shape)}" for w in weights)
+        raise ValueError(
+            f"{where}: `row_importance` needs a layer whose only pruned weight is rank 2 (Embedding, Dense); "
+            f"this one prunes {shapes}. Leave `row_importance` out for this layer."
+        )
+    rows = weights[0].shape[0]
+    if row_importance.size != rows:
+        raise ValueError(
+            f"{where}: `row_importance` has {row_importance.size} entries, but weight '{weights[0].name}' "
+            f"{tuple(weights[0].shape)} has {rows} rows: pass one number per row."
+        )
 
 
 def validate_weight(layer, weight, block_size, m_by_n):

@@ -1,8 +1,9 @@
 """Dropping the all-zero rows of Embedding tables: a pruned vocabulary, made physical.
 
 TFLite stores an Embedding (read by GATHER) dense, so zeros in it shrink a file only once the
-file is compressed. Pruning whole rows (``block_size=(1, output_dim)``) zeroes the rows of the
-words that matter least; ``compact_embeddings`` then stores only the rows that remain, and one
+file is compressed. Pruning whole rows (``block_size=(1, output_dim)``, weighted by token counts
+with ``row_importance``) zeroes the rows of the words that add least to the outputs over the
+data; ``compact_embeddings`` then stores only the rows that remain, and one
 shared zero row for every dropped token. Token ids, and so the app's vocabulary file, do not
 change.
 """
@@ -75,7 +76,8 @@ def compact_embeddings(model, layers=None):
     new table is ``kept + 1`` rows, and an int32 index of one entry per token is added, so a
     table gets smaller only when more than ``input_dim / output_dim + 1`` of its rows are
     zero: prune whole rows to get there (``prune_low_magnitude(embedding, ...,
-    block_size=(1, output_dim))`` drops the words that matter least).
+    block_size=(1, output_dim), row_importance=token_counts)`` drops the rows that add least
+    to the outputs over the data).
 
     Args:
         model: a built Sequential or Functional Keras model, pruning wrappers stripped.
