@@ -121,9 +121,9 @@ def load(args):
 # target over the first 70% of the pruning steps, then the model recovers.
 # For one more model the Embedding is pruned in blocks of one row
 # (`block_size=(1, 128)`): a word's whole embedding goes, or stays. Ranked by
-# magnitude alone, those rows are mostly the frequent words' (the table printed
-# at the end counts how many of the 1,000 most frequent words each model
-# keeps), though words such as "not", "bad" and "great" carry much of a
+# magnitude alone, the rows that go are mostly the frequent words' (the table
+# printed at the end counts how many of the 1,000 most frequent words each
+# model keeps), though words such as "not", "bad" and "great" carry much of a
 # review's sentiment. `row_importance=counts` ranks each row by its mean |w|
 # times the word's count in the training reviews: the magnitude the row adds
 # to the Embedding's outputs over the data.
