@@ -150,9 +150,8 @@ def prune_low_magnitude(
         "sparsity_m_by_n": sparsity_m_by_n,
         "granularity": granularity,
         "global_group": f"global_{uuid.uuid4().hex[:8]}" if granularity == "global" else None,
+        "row_importance": row_importance,
     }
-    if row_importance is not None:
-        options["row_importance"] = row_importance
     if isinstance(to_prune, (list, tuple)):
         return [_wrap_explicit(layer, options) for layer in to_prune]
     if isinstance(to_prune, keras.Model):
