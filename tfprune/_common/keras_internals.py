@@ -1,0 +1,58 @@
+"""Every use of a Keras private attribute goes through this module.
+
+Keras 3 has no public way to read a Functional model's node graph or its input and output
+structure, or to list every tracked sublayer recursively. Keeping these reads in one place
+means a Keras release that moves them breaks one small module, with one error to fix.
+Where Keras has a public API (MultiHeadAttention's ``query_dense`` and friends), it is used.
+"""
+
+import keras
+from keras.src.models.functional import Functional
+
+__all__ = [
+    "Functional",
+    "attention_projections",
+    "inbound_nodes",
+    "inputs_struct",
+    "is_functional",
+    "nodes_by_depth",
+    "outputs_struct",
+    "tracked_sublayers",
+]
+
+
+def is_functional(model):
+    """Whether ``model`` is a Functional graph (a ``keras.Model(inputs, outputs)`` or its subclass)."""
+    return isinstance(model, Functional)
+
+
+def nodes_by_depth(functional):
+    """``{depth: [Node]}`` of a Functional model (deepest = closest to the inputs)."""
+    return functional._nodes_by_depth
+
+
+def inputs_struct(model):
+    """The nested structure of a Functional model's inputs (list, dict, ...), or None."""
+    return getattr(model, "_inputs_struct", None)
+
+
+def outputs_struct(model):
+    """The nested structure of a Functional model's outputs, or None."""
+    return getattr(model, "_outputs_struct", None)
+
+
+def inbound_nodes(layer):
+    """The nodes at which ``layer`` was called, in call order."""
+    return list(getattr(layer, "_inbound_nodes", []))
+
+
+def tracked_sublayers(layer, recursive=True):
+    """Every layer ``layer`` tracks (attributes, lists, wrappers, nested models), itself excluded."""
+    return list(layer._flatten_layers(include_self=False, recursive=recursive))
+
+
+def attention_projections(layer):
+    """``(query, key, value, output)`` EinsumDense sublayers of a ``keras.layers.MultiHeadAttention``."""
+    if not isinstance(layer, keras.layers.MultiHeadAttention):
+        raise TypeError(f"Expected a MultiHeadAttention layer, got {type(layer).__name__}.")
+    return layer.query_dense, layer.key_dense, layer.value_dense, layer.output_dense
