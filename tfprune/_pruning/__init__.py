@@ -1,1 +1,43 @@
-"""Magnitude pruning internals; the public names are exported by ``tfprune``."""
+"""Magnitude pruning and dynamic network surgery inside ``fit`` (private package).
+
+The user-facing names are exported by ``tfprune``. Other tfprune packages (surgery, export,
+plots) import what they need from this face, never from the modules behind it.
+"""
+
+from tfprune._pruning.api import (
+    PruningPolicy,
+    check_model,
+    dynamic_surgery,
+    dynamic_surgery_c,
+    prune_low_magnitude,
+    pruning_wrappers,
+    strip_pruning,
+)
+from tfprune._pruning.callbacks import PruningSummaries, UpdatePruningStep
+from tfprune._pruning.history import SparsityHistory
+from tfprune._pruning.registry import PrunableLayer
+from tfprune._pruning.report import SparsityReport, sparsity_report
+from tfprune._pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
+from tfprune._pruning.splicing import DynamicSurgery
+from tfprune._pruning.wrapper import PruneLowMagnitude
+
+__all__ = [
+    "ConstantSparsity",
+    "DynamicSurgery",
+    "PolynomialDecay",
+    "PrunableLayer",
+    "PruneLowMagnitude",
+    "PruningPolicy",
+    "PruningSchedule",
+    "PruningSummaries",
+    "SparsityHistory",
+    "SparsityReport",
+    "UpdatePruningStep",
+    "check_model",
+    "dynamic_surgery",
+    "dynamic_surgery_c",
+    "prune_low_magnitude",
+    "pruning_wrappers",
+    "sparsity_report",
+    "strip_pruning",
+]

@@ -155,7 +155,7 @@ def prune_low_magnitude(
     if isinstance(to_prune, (list, tuple)):
         return [_wrap_explicit(layer, options) for layer in to_prune]
     if isinstance(to_prune, keras.Model):
-        _check_model(to_prune, "prune_low_magnitude")
+        check_model(to_prune, "prune_low_magnitude")
         _reject_pruned(to_prune)
         policy.ensure_model_supports_pruning(to_prune)
         return _prune_model(to_prune, options, policy)
@@ -247,7 +247,7 @@ def dynamic_surgery(
     if isinstance(to_prune, (list, tuple)):
         return [wrap(_check_explicit(layer, "dynamic_surgery"), True) for layer in to_prune]
     if isinstance(to_prune, keras.Model):
-        _check_model(to_prune, "dynamic_surgery")
+        check_model(to_prune, "dynamic_surgery")
         _reject_pruned(to_prune)
         policy = pruning_policy or PruningPolicy()
         policy.ensure_model_supports_pruning(to_prune)
@@ -331,7 +331,7 @@ def strip_pruning(model):
         raise ValueError(
             f"strip_pruning: expected a keras Model or a PruneLowMagnitude layer. Received: {type(model).__name__}."
         )
-    _check_model(model, "strip_pruning")
+    check_model(model, "strip_pruning")
     return _clone_model(model, _strip_clone_function)
 
 
@@ -349,7 +349,7 @@ def _is_single_layer(to_prune):
     return isinstance(to_prune, keras.layers.Layer) and not isinstance(to_prune, keras.Model)
 
 
-def _check_model(model, caller):
+def check_model(model, caller):
     if not isinstance(model, (keras.Sequential, _Functional)):
         raise ValueError(
             f"{caller}: cannot copy the subclassed model '{model.name}' ({type(model).__name__}). "
@@ -424,7 +424,7 @@ def _wrap_model(model, wrap, chosen, caller="prune_low_magnitude"):
 
     def clone_function(layer):
         if isinstance(layer, keras.Model):
-            _check_model(layer, caller)
+            check_model(layer, caller)
             return _wrap_model(layer, wrap, chosen, caller)
         return wrap(layer) if chosen(layer) else _clone_layer(layer)
 

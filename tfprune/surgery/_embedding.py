@@ -11,7 +11,7 @@ change.
 import keras
 import numpy as np
 
-from tfprune._pruning.api import _check_model, pruning_wrappers
+from tfprune._pruning import check_model, pruning_wrappers
 from tfprune.surgery._remove import _copy_compile, _list_names
 
 
@@ -100,7 +100,7 @@ def compact_embeddings(model, layers=None):
     tfprune.export.to_tflite(small, "imdb.tflite", quantization="dynamic")
     ```
     """
-    _check_model(model, "compact_embeddings")
+    check_model(model, "compact_embeddings")
     wrapped = [wrapper.layer.name for wrapper in pruning_wrappers(model)]
     if wrapped:
         raise ValueError(f"compact_embeddings: layers {_list_names(wrapped)} still have pruning wrappers. "
