@@ -10,6 +10,9 @@ import os
 import pathlib
 import sys
 
+from tfprune._common.text import first_line
+from tfprune.export import _quantization
+
 EXIT_USAGE = 2
 
 _EPILOG = """\
@@ -50,14 +53,13 @@ def build_parser():
     )
     export.add_argument("model", help="a .keras file")
     export.add_argument("-o", "--output", required=True, help="the .tflite file to write")
-    export.add_argument("--quantize", choices=("none", "dynamic", "int8", "float16"), default="none",
-                        help="none (float32), dynamic (int8 weights), int8 (weights and activations; "
-                             "needs --representative), float16 (default: %(default)s)")
+    export.add_argument("--quantize", choices=tuple(_quantization.CLI_CHOICES), default=_quantization.FLOAT32.cli_name,
+                        help=_quantization.cli_help() + " (default: %(default)s)")
     export.add_argument("--representative", metavar="NPY",
                         help=".npy array of 100-500 typical inputs, shape (n, *input_shape), for int8")
     export.add_argument("--samples", metavar="NPY",
                         help=".npy inputs to compare Keras and TFLite on (default: --representative, else random)")
-    export.add_argument("--io-dtype", choices=("float32", "int8", "uint8"), default="float32",
+    export.add_argument("--io-dtype", choices=_quantization.IO_DTYPES, default=_quantization.FLOAT_IO,
                         help="with --quantize int8: the dtype of the file's input and output (default: %(default)s)")
     export.add_argument("--sparse", choices=("auto", "true", "false"), default="auto",
                         help="sparse weight encoding: auto keeps it only if the default XNNPACK delegate "
@@ -120,7 +122,7 @@ def _export(args):
     samples = _load_npy(args.samples, "--samples")
     report = to_tflite(
         model, args.output,
-        quantization=None if args.quantize == "none" else args.quantize,
+        quantization=_quantization.CLI_CHOICES[args.quantize],
         representative_data=representative,
         sparse={"auto": "auto", "true": True, "false": False}[args.sparse],
         io_dtype=args.io_dtype,
@@ -195,8 +197,7 @@ def _load_npy(name, option):
 
 
 def _one_line(err):
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return " ".join(lines[:1]) or type(err).__name__
+    return first_line(err, default=type(err).__name__)
 
 
 def _fail(message):

@@ -9,7 +9,6 @@ resource reads (READ_VARIABLE ops), which breaks int8 calibration, and
 LiteRT runtime does not have) and writes straight to the final path.
 """
 
-import functools
 import re
 import tempfile
 import warnings
@@ -17,10 +16,13 @@ import warnings
 import keras
 import numpy as np
 
-from tfprune.export import _legacy
+from tfprune._common import keras_internals
+from tfprune._common.layers import walk_layers
+from tfprune._common.text import first_line
+from tfprune._pruning import PruneLowMagnitude, strip_pruning
+from tfprune.export import _tf_keras_lstm
+from tfprune.export._quantization import DYNAMIC, FLOAT16
 
-QUANTIZATIONS = (None, "dynamic", "int8", "float16")
-IO_DTYPES = ("float32", "int8", "uint8")
 MAX_CALIBRATION_SAMPLES = 500
 
 
@@ -38,10 +40,8 @@ class InputSpec:
 
 def strip_wrappers(model):
     """The model without pruning wrappers (a copy if it had any; the model itself otherwise)."""
-    from tfprune import PruneLowMagnitude, strip_pruning
-
     wrapped = isinstance(model, PruneLowMagnitude) or any(
-        isinstance(layer, PruneLowMagnitude) for layer in _all_layers(model)
+        isinstance(layer, PruneLowMagnitude) for layer in walk_layers(model)
     )
     return strip_pruning(model) if wrapped else model
 
@@ -137,80 +137,76 @@ def _check_array(values, spec, argument):
     return array.astype(spec.dtype)
 
 
-def check_int8_layers(model):
+def check_full_integer_layers(model, mode):
     """Rejects layers the full-integer converter cannot take, before it gets to crash on them."""
-    for layer in _all_layers(model):
+    for layer in walk_layers(model):
         if isinstance(layer, keras.layers.RNN) or type(layer).__name__ in ("LSTM", "GRU", "SimpleRNN"):
             raise ValueError(
-                f"to_tflite: quantization='int8' cannot convert layer '{layer.name}' ({type(layer).__name__}): "
+                f"to_tflite: {mode.argument} cannot convert layer '{layer.name}' ({type(layer).__name__}): "
                 "Keras exports recurrent layers as a WHILE loop, which the full-integer converter does not "
-                "support (TensorFlow 2.21's converter crashes the process on it). Use "
-                "quantization='dynamic' (int8 weights, float activations) or 'float16' for this model."
+                f"support (TensorFlow 2.21's converter crashes the process on it). Use {_FLOAT_ALTERNATIVES} "
+                "for this model."
             )
 
 
 def lstm_route(model, specs, fuse_lstm):
-    """``(tf_keras model or None, note or None)``: how LSTM layers will be converted (see ``_legacy``)."""
-    if fuse_lstm is False or not _legacy.has_lstm(_all_layers(model)):
+    """``(tf_keras model or None, note or None)``: how LSTM layers will be converted (see ``_tf_keras_lstm``)."""
+    if fuse_lstm is False or not _tf_keras_lstm.has_lstm(walk_layers(model)):
         return None, None
     try:
-        return _legacy.rebuild(model, specs), None
-    except _legacy.NotRebuildable as err:
+        return _tf_keras_lstm.rebuild(model, specs), None
+    except _tf_keras_lstm.NotRebuildable as err:
         if fuse_lstm is True:
             raise ValueError(f"to_tflite: fuse_lstm=True, but {err}. Pass fuse_lstm='auto' or False.") from None
         return None, (f"LSTM layers were converted to a WHILE loop of FULLY_CONNECTED ops, not the fused "
                       f"UNIDIRECTIONAL_SEQUENCE_LSTM op: {err}.")
 
 
-def convert(model, specs, quantization, representative, io_dtype, sparse, per_channel, legacy=None):
+def convert(model, specs, mode, representative, io_dtype, sparse, per_channel, tf_keras_model=None):
     """Returns the ``.tflite`` bytes of ``model``; converter errors become ``ValueError`` naming the layer.
 
-    ``legacy``: the model rebuilt in tf_keras (``lstm_route``), converted instead so LSTMs fuse.
+    ``mode``: a ``QuantizationMode``, which sets the converter up. ``tf_keras_model``: the model
+    rebuilt in tf_keras (``lstm_route``), converted instead so LSTMs fuse.
     """
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory(prefix="tfprune_savedmodel_") as saved_model:
-        if legacy is not None:
-            converter = tf.lite.TFLiteConverter.from_keras_model(legacy)
+        if tf_keras_model is not None:
+            converter = tf.lite.TFLiteConverter.from_keras_model(tf_keras_model)
         else:
             _write_saved_model(model, specs, saved_model)
             converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
-        # Builtin kernels only: a phone's LiteRT has no TensorFlow (Flex) kernels.
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        optimizations = []
-        if quantization is not None:
-            optimizations.append(tf.lite.Optimize.DEFAULT)
+        # Builtin kernels only (set by the mode): a phone's LiteRT has no TensorFlow (Flex) kernels.
+        calibration = _calibration(representative, specs) if mode.needs_representative_data else None
+        optimizations = mode.configure(converter, calibration, io_dtype)
         if sparse:
             optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
         converter.optimizations = optimizations
-        if quantization == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        if quantization == "int8":
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.representative_dataset = _calibration(representative, specs)
-            converter.inference_input_type = tf.as_dtype(io_dtype)
-            converter.inference_output_type = tf.as_dtype(io_dtype)
         if not per_channel:
-            if not hasattr(converter, "_experimental_disable_per_channel"):
-                raise ValueError(
-                    f"to_tflite: per_channel=False needs a TFLiteConverter with per-tensor quantization "
-                    f"support; TensorFlow {tf.__version__} has none. Use per_channel=True."
-                )
-            converter._experimental_disable_per_channel = True
+            _disable_per_channel(converter, tf)
         try:
             with warnings.catch_warnings():
                 # Calibration runs tf.lite.Interpreter internally, which warns that it is deprecated.
                 warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
                 return converter.convert()
         except Exception as err:  # noqa: BLE001 - ConverterError and friends, all explained below
-            raise ValueError(explain_conversion_error(err, model, quantization)) from None
+            raise ValueError(explain_conversion_error(err, model, mode)) from None
+
+
+def _disable_per_channel(converter, tf):
+    if not hasattr(converter, "_experimental_disable_per_channel"):
+        raise ValueError(
+            f"to_tflite: per_channel=False needs a TFLiteConverter with per-tensor quantization "
+            f"support; TensorFlow {tf.__version__} has none. Use per_channel=True."
+        )
+    converter._experimental_disable_per_channel = True
 
 
 def _write_saved_model(model, specs, directory):
     import tensorflow as tf
 
     signature = [tf.TensorSpec(s.shape, s.dtype, name=s.name) for s in specs]
-    structure = getattr(model, "_inputs_struct", None)
+    structure = keras_internals.inputs_struct(model)
 
     def serve(*args):
         if len(args) == 1:
@@ -239,7 +235,7 @@ def _calibration(representative, specs):
     return samples
 
 
-def explain_conversion_error(err, model, quantization):
+def explain_conversion_error(err, model, mode):
     """A one-paragraph message: which layer, which op, what to do."""
     text = str(err)
     layer = layer_in_text(text, model)
@@ -252,11 +248,10 @@ def explain_conversion_error(err, model, quantization):
             "(keras.ops arithmetic, activations, Dense/Conv layers), or keep it out of the exported model."
         )
     detail = _first_error_line(text)
-    if quantization == "int8":
+    if mode.full_integer:
         return (
-            f"to_tflite: the full-integer (int8) converter failed on {where}: {detail}. Export with "
-            "quantization='dynamic' (int8 weights, float activations) or 'float16', which keep "
-            "such layers in float."
+            f"to_tflite: the full-integer ({mode.label}) converter failed on {where}: {detail}. Export with "
+            f"{_FLOAT_ALTERNATIVES}, which keep such layers in float."
         )
     return f"to_tflite: the TFLite converter failed on {where}: {detail}."
 
@@ -264,7 +259,7 @@ def explain_conversion_error(err, model, quantization):
 def layer_in_text(text, model):
     """The layer whose name appears in a TensorFlow op path of ``text``, preferring the longest name."""
     names = {}
-    for layer in _all_layers(model):
+    for layer in walk_layers(model):
         names.setdefault(layer.name, layer)
     for name in sorted(names, key=len, reverse=True):
         # Graph scopes append _1, _2 to layer names: "model_1/dense_3_1/MatMul".
@@ -274,28 +269,12 @@ def layer_in_text(text, model):
 
 
 def _first_error_line(text):
+    """The converter's own message (``error: loc(...): message``), else the first line of ``text``."""
     for line in text.splitlines():
         match = re.search(r"error: (?:loc\(.*?\)\): )?(.*)", line)
         if match and match.group(1).strip():
             return match.group(1).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else "no message"
+    return first_line(text)
 
 
-def _all_layers(model):
-    """Every layer inside ``model``: nested models and wrappers (Bidirectional, ...) included."""
-    found, stack, seen = [], [model], set()
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        if layer is not model or not isinstance(layer, keras.Model):
-            found.append(layer)
-        if isinstance(layer, keras.Model):
-            stack.extend(reversed(layer.layers))
-        for attr in ("layer", "forward_layer", "backward_layer"):
-            inner = getattr(layer, attr, None)
-            if isinstance(inner, keras.layers.Layer):
-                stack.append(inner)
-    return found
+_FLOAT_ALTERNATIVES = f"{DYNAMIC.argument} (int8 weights, float activations) or {FLOAT16.name!r}"

@@ -5,7 +5,8 @@ import json
 
 import numpy as np
 
-from tfprune.export import _flatbuffer
+from tfprune._common.text import format_table
+from tfprune.export import _flatbuffer, _quantization
 from tfprune.export._runtime import CONFIGURATIONS, LABELS
 
 
@@ -128,21 +129,22 @@ class ExportReport:
         lines = [f"TFLite file {self.path}: {self.size_bytes:,} bytes ({self.gzip_bytes:,} gzipped)"]
         if self.settings:
             s = self.settings
+            mode = _quantization.resolve(s.get("quantization"))
             lines.append(
-                f"quantization {s.get('quantization') or 'none'}"
-                + (f", {s['io_dtype']} input/output" if s.get("quantization") == "int8" else "")
+                f"quantization {mode.cli_name}"
+                + (f", {s['io_dtype']} input/output" if len(mode.io_dtypes) > 1 else "")
                 + f"; sparse encoding {'yes' if self.sparse_encoded else 'no'} (sparse={s.get('sparse')!r})"
             )
         for warning in self.warnings:
             lines.append(f"WARNING: {warning}")
         lines += ["", "Inputs and outputs"]
-        lines += _table(
+        lines += format_table(
             ("", "name", "shape", "dtype", "quantization"),
             [(kind, t["name"], _shape(t["shape"]), t["dtype"], _quant(t["quantization"]))
              for kind, group in (("in", self.inputs), ("out", self.outputs)) for t in group],
         )
         lines += ["", "Constant tensors (shapes as stored: FULLY_CONNECTED weights are out x in)"]
-        lines += _table(
+        lines += format_table(
             ("#", "name", "shape", "dtype", "storage", "nonzero", "bytes", "quantization"),
             [(t["index"], _clip(t["name"], 48), _shape(t["shape"]), t["dtype"], _storage(t),
               _nonzero(t), f"{t['bytes']:,}", _quant(t["quantization"]))
@@ -166,7 +168,7 @@ class ExportReport:
                 _clip(r["error"], 70) if r["error"] else "",
             ))
         header = ("configuration", "works", "latency", "max |keras - tflite|", "top-1 agreement", "error")
-        lines += _table(header, rows, right={2, 3, 4})
+        lines += format_table(header, rows, right={2, 3, 4})
         if self.agreement:
             samples = max((a.get("samples", 0) for a in self.agreement.values() if a), default=0)
             lines.append(f"(agreement with the Keras model on {samples} sample(s))")
@@ -247,14 +249,3 @@ def _op_summary(ops):
 def _clip(text, width):
     text = str(text)
     return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def _table(header, rows, right=()):
-    rows = [tuple(str(v) for v in row) for row in rows]
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-
-    def fmt(row):
-        return "  ".join(str(v).rjust(w) if i in right else str(v).ljust(w)
-                         for i, (v, w) in enumerate(zip(row, widths))).rstrip()
-
-    return [fmt(header), "-" * len(fmt(header))] + [fmt(r) for r in rows]

@@ -16,12 +16,16 @@ and between the two configurations.
 """
 
 import dataclasses
+import pathlib
 import re
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
+
+from tfprune._common.text import first_line
 
 CONFIGURATIONS = ("default", "no_delegates")
 LABELS = {"default": "default (XNNPACK)", "no_delegates": "no delegates"}
@@ -69,6 +73,119 @@ class RunResult:
             "invokes": self.invokes,
             "delegate_partitions": self.delegate_partitions,
         }
+
+
+@dataclasses.dataclass
+class TFLiteRun:
+    """What ``run_tflite`` returns.
+
+    Attributes:
+        outputs: one float array per output of the file, stacked over the
+            samples (dequantized when the output tensor is integer).
+        latency_ms: the median time of one invoke, in milliseconds (``None``
+            when ``repeats=0``).
+        invokes: how many invokes were timed.
+        configuration: ``"default"`` (XNNPACK) or ``"no_delegates"``.
+        runtime: the interpreter that ran it, e.g. ``"ai-edge-litert 2.3.0"``.
+    """
+
+    outputs: list
+    latency_ms: float | None
+    invokes: int
+    configuration: str
+    runtime: str
+
+
+def run_tflite(model, samples=None, *, delegates=True, repeats=100, num_threads=1):
+    """Runs a ``.tflite`` file on inputs, one sample per invoke as a phone does, and times it.
+
+    Args:
+        model: a path to a ``.tflite`` file, or its bytes.
+        samples: one array of shape ``(n, *input_shape[1:])`` per input of the
+            file (a single array for one input, a list for several, in the
+            file's input order), prepared as for ``model.predict``; integer
+            input tensors are quantized with their scale and zero point.
+            ``None``: one random sample.
+        delegates: ``True`` (default): the interpreter as an app creates it,
+            with the default XNNPACK delegate; ``False``: builtin kernels only.
+        repeats: invokes to time after one warm-up (0: no timing).
+        num_threads: interpreter threads (1 makes latencies comparable).
+
+    Returns:
+        A ``TFLiteRun`` with ``.outputs`` and ``.latency_ms``.
+
+    Raises:
+        RuntimeError: the file does not load or run in this configuration.
+        ValueError: ``samples`` do not fit the file's inputs.
+
+    Example:
+
+    ```python
+    from tfprune.export import run_tflite
+
+    result = run_tflite("mnist_int8.tflite", x_test[:100], repeats=200)
+    accuracy = (result.outputs[0].argmax(-1) == y_test[:100]).mean()
+    print(f"{accuracy:.2%} in {result.latency_ms:.3f} ms per sample")
+    ```
+    """
+    if delegates not in (True, False):
+        raise ValueError(f"run_tflite: `delegates` must be True or False. Received: {delegates!r}.")
+    if not isinstance(repeats, int) or repeats < 0:
+        raise ValueError(f"run_tflite: `repeats` must be a non-negative integer. Received: {repeats!r}.")
+    configuration = "default" if delegates else "no_delegates"
+    with _as_file(model) as path:
+        try:
+            interpreter = load(path, configuration, num_threads=num_threads)
+        except RuntimeError as err:
+            raise RuntimeError(f"run_tflite: the file does not load ({LABELS[configuration]}): {err}") from None
+        details = interpreter.get_input_details()
+        samples = random_inputs(details) if samples is None else _sample_list(samples, details)
+        try:
+            outputs = run(interpreter, samples)
+            latency, count = _time_invokes(interpreter, repeats, budget_s=float("inf"))
+        except RuntimeError as err:
+            raise RuntimeError(f"run_tflite: the file loads, but fails to run: {_first_line(err)}") from None
+    return TFLiteRun(outputs, latency, count, configuration, interpreter_api()[2])
+
+
+def _sample_list(samples, details):
+    arrays = list(samples) if isinstance(samples, (list, tuple)) else [samples]
+    if len(arrays) != len(details):
+        raise ValueError(f"run_tflite: got {len(arrays)} input array(s), but the file has {len(details)} input(s).")
+    checked = []
+    for array, detail in zip(arrays, details):
+        array = np.asarray(array)
+        expected = tuple(int(d) for d in detail["shape"][1:])
+        if array.ndim != len(expected) + 1 or tuple(array.shape[1:]) != expected or not len(array):
+            raise ValueError(f"run_tflite: input '{detail['name']}' has shape {array.shape}; expected "
+                             f"(n, {', '.join(map(str, expected))}) with n >= 1 samples.")
+        checked.append(array)
+    if len({len(a) for a in checked}) > 1:
+        raise ValueError("run_tflite: the input arrays hold different numbers of samples.")
+    return checked
+
+
+class _as_file:
+    """A path to the model: the path given, or a temporary file holding the bytes given."""
+
+    def __init__(self, model):
+        self.model, self.tmp = model, None
+
+    def __enter__(self):
+        if isinstance(self.model, (bytes, bytearray, memoryview)):
+            handle, name = tempfile.mkstemp(prefix="tfprune_run_", suffix=".tflite")
+            with open(handle, "wb") as f:
+                f.write(bytes(self.model))
+            self.tmp = pathlib.Path(name)
+            return self.tmp
+        path = pathlib.Path(self.model)
+        if not path.is_file():
+            raise FileNotFoundError(f"run_tflite: no file at '{path}'.")
+        return path
+
+    def __exit__(self, *exc):
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
 
 
 def interpreter_api():
@@ -239,6 +356,5 @@ def _delegate_partitions(interpreter):
 
 
 def _first_line(err):
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     # The C++ reporter runs messages together: "...node #2Node number 8 (...) failed to prepare."
-    return re.sub(r"(\S)(Node number)", r"\1; \2", lines[0]) if lines else type(err).__name__
+    return re.sub(r"(\S)(Node number)", r"\1; \2", first_line(err, default=type(err).__name__))

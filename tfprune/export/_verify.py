@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from tfprune._common import keras_internals
 from tfprune.export._convert import layer_in_text
 
 # Ops that are the float boundary of an int8 model, not computation in float.
@@ -12,7 +13,7 @@ _FLOAT_TYPES = {"float32", "float16", "float64", "bfloat16"}
 
 def keras_outputs(model, specs, samples):
     """The Keras model's outputs on ``samples`` (one array per input), flattened to a list."""
-    structure = getattr(model, "_inputs_struct", None)
+    structure = keras_internals.inputs_struct(model)
     batches = []
     # Direct calls, not model.predict: predict retraces (and warns) for every new sample count.
     for start in range(0, len(samples[0]), 256):
@@ -44,19 +45,15 @@ def agreement(expected, actual):
     }
 
 
-# Beyond these errors (relative to the largest Keras output) a file computes something else, not
-# the same thing rounded: float32 agrees to about 1e-6, float16 weights to about 1e-3, and int8 can
-# be far off on a badly calibrated model yet still useful, so only garbage (larger than the largest
-# output itself) fails there.
-_WRONG_RELATIVE_ERROR = {None: 1e-3, "float16": 5e-2, "dynamic": 1.0, "int8": 1.0}
+def check_run(run, expected, mode):
+    """Marks ``run`` wrong when its outputs are non-finite or far from ``expected``; returns its agreement.
 
-
-def check_run(run, expected, quantization=None):
-    """Marks ``run`` wrong when its outputs are non-finite or far from ``expected``; returns its agreement."""
+    ``mode``: the file's ``QuantizationMode``; its ``wrong_relative_error`` is the limit.
+    """
     if not run.loads or not run.outputs:
         return None
     result = agreement(expected, run.outputs)
-    limit = _WRONG_RELATIVE_ERROR[quantization]
+    limit = mode.wrong_relative_error
     if run.correct is not False and not np.isfinite(result["max_abs_error"]):
         run.mark_wrong("NaN or infinity")
     elif run.correct is not False and result["relative_error"] > limit:

@@ -15,6 +15,8 @@ import inspect
 
 import keras
 
+from tfprune._common import keras_internals
+
 # Keras 3 layer class -> its tf_keras name; the architecture must be one of these.
 _SUPPORTED = {
     "InputLayer", "Embedding", "LSTM", "Dense", "Dropout", "SpatialDropout1D", "Flatten", "Reshape",
@@ -69,7 +71,7 @@ def _chain(model):
     if isinstance(model, keras.Sequential):
         return layers
     for previous, layer in zip(layers, layers[1:]):
-        inbound = [node for node in layer._inbound_nodes]
+        inbound = keras_internals.inbound_nodes(layer)
         if len(inbound) != 1 or [t._keras_history[0] for t in inbound[0].input_tensors] != [previous]:
             raise NotRebuildable(f"model '{model.name}' is not a single chain of layers (at layer '{layer.name}')")
     return layers
