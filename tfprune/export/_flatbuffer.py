@@ -1,35 +1,39 @@
 """Reads the part of a ``.tflite`` flatbuffer that an export report needs.
 
-A small reader of the TFLite schema (``tensorflow/compiler/mlir/lite/schema/
-schema.fbs``) written against the flatbuffers wire format, so that reports
-come from the file itself, work on files that an interpreter refuses, and
-need neither the ``flatbuffers`` nor the ``tflite`` package. Every offset is
-bounds-checked: a truncated or corrupt file raises ``FlatbufferError`` (a
-``ValueError``) saying where it broke, never an ``IndexError`` or garbage.
+The file is read through the TFLite schema's generated Python module (the
+``schema_py_generated`` that ships with ``ai-edge-litert``, or TensorFlow's
+copy) and the ``flatbuffers`` package, so field numbers, type and operator
+names come from the schema itself. Reports come from the file, and work on
+files that an interpreter refuses.
 
-Field numbers are those of the schema; ``_Table.field(n)`` reads the n-th
-field of a table, as declared.
+The generated readers check nothing: a corrupt offset reads from the wrong
+place, and a negative one from the end of the buffer. Every generated
+object here therefore reads through ``_CheckedTable``, which bounds-checks
+each read, vtable, vector and string. A truncated or corrupt file raises
+``FlatbufferError`` (a ``ValueError``) saying where it broke, never an
+``IndexError``, a ``struct.error`` or garbage.
 """
 
+import contextlib
 import dataclasses
+import importlib
 import struct
 
 import numpy as np
+from flatbuffers import encode
+from flatbuffers import number_types as N
+from flatbuffers.table import Table
 
 FILE_IDENTIFIER = b"TFL3"
+_SCHEMA_MODULES = ("ai_edge_litert.schema_py_generated", "tensorflow.lite.python.schema_py_generated")
 
-TENSOR_TYPES = {
-    0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool",
-    7: "int16", 8: "complex64", 9: "int8", 10: "float64", 11: "complex128", 12: "uint64",
-    13: "resource", 14: "variant", 15: "uint32", 16: "uint16", 17: "int4", 18: "bfloat16",
-    19: "int2", 20: "uint4", 21: "float8_e4m3fn", 22: "float8_e5m2",
-}
 # Numeric types whose stored values can be counted; the rest report no nonzero count.
 _NUMPY_TYPES = {
     "float32": "<f4", "float16": "<f2", "int32": "<i4", "uint8": "u1", "int64": "<i8", "bool": "u1",
     "int16": "<i2", "int8": "i1", "float64": "<f8", "uint64": "<u8", "uint32": "<u4", "uint16": "<u2",
 }
-_INDEX_VECTORS = {1: "<i4", 2: "<u2", 3: "u1"}  # SparseIndexVector union: Int32/Uint16/Uint8Vector
+# Errors the generated readers and numpy raise on bytes that are not what the schema says.
+_LOW_LEVEL = (struct.error, IndexError, ValueError, TypeError, OverflowError, AssertionError)
 
 
 class FlatbufferError(ValueError):
@@ -102,143 +106,192 @@ def read_model(data):
         )
     try:
         return _read_model(data)
-    except _OutOfBounds as err:
+    except _Corrupt as err:
         raise FlatbufferError(f"corrupt or truncated TFLite flatbuffer ({len(data):,} bytes): {err}") from None
 
 
-# -- wire format ---------------------------------------------------------------
+# -- bounds-checked access ----------------------------------------------------------
 
 
-class _OutOfBounds(Exception):
+class _Corrupt(Exception):
+    """A read outside the buffer or an inconsistent structure; the message says where."""
+
+
+class _CheckedTable(Table):
+    """``flatbuffers.table.Table`` whose every read is checked against the buffer's end."""
+
+    __slots__ = ()
+
+    def __init__(self, buf, pos):
+        super().__init__(buf, pos)
+        self._check(pos, 4, "table")
+        vtable = pos - self.Get(N.SOffsetTFlags, pos)
+        self._check(vtable, 4, "vtable")
+        size, object_size = self.Get(N.VOffsetTFlags, vtable), self.Get(N.VOffsetTFlags, vtable + 2)
+        if size < 4 or size % 2:
+            raise _Corrupt(f"table at offset {pos} has an invalid vtable size {size}")
+        self._check(vtable, size, "vtable")
+        self._check(pos, max(object_size, 4), "table")
+
+    def _check(self, pos, size, what):
+        if pos < 0 or pos + size > len(self.Bytes):
+            raise _Corrupt(f"{what} of {size} bytes at offset {pos} runs past the end")
+
+    def Get(self, flags, off):
+        self._check(off, flags.bytewidth, "read")
+        return super().Get(flags, off)
+
+    def Indirect(self, off):
+        return off + self.Get(N.UOffsetTFlags, off)
+
+    def String(self, off):
+        start = self.Indirect(off)
+        length = self.Get(N.UOffsetTFlags, start)
+        self._check(start + 4, length, "string")
+        return bytes(self.Bytes[start + 4 : start + 4 + length])
+
+    def VectorLen(self, off):
+        start = self.Indirect(off + self.Pos)
+        length = self.Get(N.UOffsetTFlags, start)
+        self._check(start + 4, length, "vector")  # every element takes a byte at least
+        return length
+
+    def GetVectorAsNumpy(self, flags, off):
+        start, length = self.Vector(off), self.VectorLen(off)
+        self._check(start, length * flags.bytewidth, "vector")
+        return encode.GetVectorAsNumpy(N.to_numpy_type(flags), self.Bytes, length, start)
+
+    def Union(self, t2, off):
+        t2.Pos, t2.Bytes = self.Indirect(off + self.Pos), self.Bytes
+
+
+def _checked(obj):
+    """``obj`` (a generated schema object, or a union's bare ``Table``) reading through ``_CheckedTable``."""
+    if obj is None:
+        return None
+    if isinstance(obj, Table):
+        return _CheckedTable(obj.Bytes, obj.Pos)
+    obj._tab = _CheckedTable(obj._tab.Bytes, obj._tab.Pos)
+    return obj
+
+
+def _items(obj, name):
+    """The tables of vector field ``name`` of ``obj``, each checked."""
+    return [_checked(getattr(obj, name)(j)) for j in range(getattr(obj, f"{name}Length")())]
+
+
+def _array(values, dtype):
+    """A generated ``...AsNumpy()`` result (``0`` when the field is absent) as an array."""
+    return np.zeros(0, dtype) if isinstance(values, int) else np.asarray(values).astype(dtype, copy=False)
+
+
+def _text(raw):
+    return raw.decode("utf-8", errors="replace") if raw else ""
+
+
+@contextlib.contextmanager
+def _section(label):
+    """Names the part of the file being read in any error raised while reading it."""
+    try:
+        yield
+    except _Located:
+        raise
+    except (_Corrupt, *_LOW_LEVEL) as err:
+        raise _Located(f"{label}: {err or type(err).__name__}") from None
+
+
+class _Located(_Corrupt):
     pass
-
-
-def _unpack(data, fmt, pos):
-    size = struct.calcsize(fmt)
-    if pos < 0 or pos + size > len(data):
-        raise _OutOfBounds(f"read of {size} bytes at offset {pos} is past the end")
-    return struct.unpack_from(fmt, data, pos)[0]
-
-
-class _Table:
-    def __init__(self, data, pos):
-        self.data = data
-        self.pos = pos
-        vtable = pos - _unpack(data, "<i", pos)
-        self.vtable = vtable
-        self.vtable_size = _unpack(data, "<H", vtable)
-        if self.vtable_size < 4 or self.vtable_size % 2:
-            raise _OutOfBounds(f"table at offset {pos} has an invalid vtable size {self.vtable_size}")
-
-    def _offset(self, field):
-        entry = 4 + 2 * field
-        if entry >= self.vtable_size:
-            return 0
-        return _unpack(self.data, "<H", self.vtable + entry)
-
-    def scalar(self, field, fmt, default=0):
-        off = self._offset(field)
-        return _unpack(self.data, fmt, self.pos + off) if off else default
-
-    def _target(self, field):
-        off = self._offset(field)
-        if not off:
-            return None
-        where = self.pos + off
-        return where + _unpack(self.data, "<I", where)
-
-    def table(self, field):
-        target = self._target(field)
-        return None if target is None else _Table(self.data, target)
-
-    def _vector(self, field):
-        target = self._target(field)
-        if target is None:
-            return None, 0
-        return target + 4, _unpack(self.data, "<I", target)
-
-    def tables(self, field):
-        start, length = self._vector(field)
-        if start is None:
-            return []
-        self._check(start, 4 * length)
-        return [_Table(self.data, start + 4 * i + _unpack(self.data, "<I", start + 4 * i)) for i in range(length)]
-
-    def array(self, field, dtype):
-        start, length = self._vector(field)
-        dtype = np.dtype(dtype)
-        if start is None:
-            return np.zeros(0, dtype)
-        self._check(start, dtype.itemsize * length)
-        return np.frombuffer(self.data, dtype, count=length, offset=start)
-
-    def string(self, field):
-        raw = self.array(field, "u1")
-        return raw.tobytes().decode("utf-8", errors="replace")
-
-    def _check(self, start, size):
-        if start < 0 or start + size > len(self.data):
-            raise _OutOfBounds(f"vector of {size} bytes at offset {start} runs past the end")
 
 
 # -- schema --------------------------------------------------------------------
 
 
+def _schema():
+    for module in _SCHEMA_MODULES:
+        try:
+            return importlib.import_module(module)
+        except ImportError:
+            continue
+    raise ImportError("reading .tflite files needs ai-edge-litert (pip install ai-edge-litert) or tensorflow")
+
+
+def _enum_names(enum):
+    return {v: k for k, v in vars(enum).items() if not k.startswith("_") and isinstance(v, int)}
+
+
 def _read_model(data):
-    root = _Table(data, _unpack(data, "<I", 0))
-    # Model: 0 version, 1 operator_codes, 2 subgraphs, 3 description, 4 buffers.
-    op_names = [_operator_name(code) for code in root.tables(1)]
-    buffers = [_buffer_bytes(data, b) for b in root.tables(4)]
-    subgraphs = [_read_subgraph(sg, buffers, op_names) for sg in root.tables(2)]
-    return Model(root.scalar(0, "<I"), root.string(3), subgraphs, len(data))
+    schema = _schema()
+    with _section("the root table"):
+        root = _checked(schema.Model.GetRootAs(data, 0))
+        version, description = root.Version(), _text(root.Description())
+    with _section("the operator codes"):
+        op_names = [_operator_name(code, schema) for code in _items(root, "OperatorCodes")]
+    buffers = []
+    for i, buffer in enumerate(_items_in(root, "Buffers", "the buffer table")):
+        with _section(f"buffer {i}"):
+            buffers.append(_buffer_bytes(data, buffer))
+    with _section("the subgraph table"):
+        graphs = _items(root, "Subgraphs")
+    subgraphs = [_read_subgraph(i, sg, buffers, op_names, schema) for i, sg in enumerate(graphs)]
+    return Model(version, description, subgraphs, len(data))
+
+
+def _items_in(obj, name, label):
+    with _section(label):
+        return _items(obj, name)
 
 
 def _buffer_bytes(data, buffer):
-    # Buffer: 0 data, 1 offset, 2 size. Files over 2 GB keep data after the
-    # flatbuffer, addressed by offset/size; offset 1 is a placeholder.
-    inline = buffer.array(0, "u1")
+    # Files over 2 GB keep data after the flatbuffer, addressed by offset/size; offset 1 is a placeholder.
+    inline = _array(buffer.DataAsNumpy(), "u1")
     if inline.size:
         return inline
-    offset, size = buffer.scalar(1, "<Q"), buffer.scalar(2, "<Q")
+    offset, size = buffer.Offset(), buffer.Size()
     if offset > 1 and size:
         if offset + size > len(data):
-            raise _OutOfBounds(f"buffer of {size} bytes at offset {offset} runs past the end")
+            raise _Corrupt(f"buffer of {size} bytes at offset {offset} runs past the end")
         return np.frombuffer(data, "u1", count=size, offset=offset)
     return inline
 
 
-def _read_subgraph(sg, buffers, op_names):
-    # SubGraph: 0 tensors, 1 inputs, 2 outputs, 3 operators, 4 name.
-    tensors = [_read_tensor(i, t, buffers) for i, t in enumerate(sg.tables(0))]
+def _read_subgraph(index, sg, buffers, op_names, schema):
+    where = f"subgraph {index}"
+    dtypes = {value: name.lower() for value, name in _enum_names(schema.TensorType).items()}
+    tensors = []
+    for i, t in enumerate(_items_in(sg, "Tensors", f"{where}'s tensor table")):
+        with _section(f"{where}, tensor {i}"):
+            tensors.append(_read_tensor(i, t, buffers, dtypes, schema))
     operators = []
-    for i, op in enumerate(sg.tables(3)):
-        # Operator: 0 opcode_index, 1 inputs, 2 outputs.
-        code = op.scalar(0, "<I")
-        if code >= len(op_names):
-            raise _OutOfBounds(f"operator {i} uses opcode {code}, but the model has {len(op_names)}")
-        name, version = op_names[code]
-        operators.append(Operator(i, name, version, op.array(1, "<i4").tolist(), op.array(2, "<i4").tolist()))
-    return Subgraph(sg.string(4), tensors, operators, sg.array(1, "<i4").tolist(), sg.array(2, "<i4").tolist())
+    for i, op in enumerate(_items_in(sg, "Operators", f"{where}'s operator table")):
+        with _section(f"{where}, operator {i}"):
+            code = op.OpcodeIndex()
+            if code >= len(op_names):
+                raise _Corrupt(f"it uses opcode {code}, but the model has {len(op_names)}")
+            name, version = op_names[code]
+            operators.append(Operator(i, name, version, _array(op.InputsAsNumpy(), "<i4").tolist(),
+                                      _array(op.OutputsAsNumpy(), "<i4").tolist()))
+    with _section(where):
+        inputs, outputs = _array(sg.InputsAsNumpy(), "<i4").tolist(), _array(sg.OutputsAsNumpy(), "<i4").tolist()
+        return Subgraph(_text(sg.Name()), tensors, operators, inputs, outputs)
 
 
-def _read_tensor(index, t, buffers):
-    # Tensor: 0 shape, 1 type, 2 buffer, 3 name, 4 quantization, 5 is_variable,
-    # 6 sparsity, 7 shape_signature.
-    shape = t.array(0, "<i4").tolist()
-    dtype = TENSOR_TYPES.get(t.scalar(1, "<b"), f"type_{t.scalar(1, '<b')}")
-    buffer_index = t.scalar(2, "<I")
+def _read_tensor(index, t, buffers, dtypes, schema):
+    shape = _array(t.ShapeAsNumpy(), "<i4").tolist()
+    dtype = dtypes.get(t.Type(), f"type_{t.Type()}")
+    buffer_index = t.Buffer()
     raw = buffers[buffer_index] if buffer_index < len(buffers) else np.zeros(0, "u1")
-    quantization = _read_quantization(t.table(4))
-    sparsity = _read_sparsity(t.table(6))
+    quantization = _read_quantization(_checked(t.Quantization()))
+    sparsity = _read_sparsity(_checked(t.Sparsity()), schema)
     stored, nonzero = _count_values(raw, dtype, shape, quantization, sparsity is not None)
     return Tensor(
         index=index,
-        name=t.string(3),
+        name=_text(t.Name()),
         shape=shape,
-        shape_signature=t.array(7, "<i4").tolist() or shape,
+        shape_signature=_array(t.ShapeSignatureAsNumpy(), "<i4").tolist() or shape,
         dtype=dtype,
         buffer=buffer_index,
-        is_variable=bool(t.scalar(5, "<B")),
+        is_variable=bool(t.IsVariable()),
         data_bytes=int(raw.size),
         elements=int(np.prod(shape)) if shape else 1,
         stored_values=stored,
@@ -249,45 +302,45 @@ def _read_tensor(index, t, buffers):
 
 
 def _read_quantization(q):
-    # QuantizationParameters: 0 min, 1 max, 2 scale, 3 zero_point, 6 quantized_dimension.
     if q is None:
         return None
-    scale = q.array(2, "<f4")
+    scale = _array(q.ScaleAsNumpy(), "<f4")
     if not scale.size:
         return None
     return {
         "scale": scale.astype(float).tolist(),
-        "zero_point": q.array(3, "<i8").astype(int).tolist(),
-        "quantized_dimension": q.scalar(6, "<i"),
+        "zero_point": _array(q.ZeroPointAsNumpy(), "<i8").astype(int).tolist(),
+        "quantized_dimension": q.QuantizedDimension(),
     }
 
 
-def _read_sparsity(s):
-    # SparsityParameters: 0 traversal_order, 1 block_map, 2 dim_metadata.
+def _read_sparsity(s, schema):
     if s is None:
         return None
     dims = []
-    for d in s.tables(2):
-        # DimensionMetadata: 0 format, 1 dense_size, 2/3 array_segments, 4/5 array_indices.
-        fmt = d.scalar(0, "<b")
-        entry = {"format": "DENSE" if fmt == 0 else "SPARSE_CSR", "dense_size": d.scalar(1, "<i")}
-        if fmt != 0:
-            entry["segments"] = _index_vector(d, 2, 3)
-            entry["indices"] = _index_vector(d, 4, 5)
+    for d in _items(s, "DimMetadata"):
+        dense = d.Format() == schema.DimensionType.DENSE
+        entry = {"format": "DENSE" if dense else "SPARSE_CSR", "dense_size": d.DenseSize()}
+        if not dense:
+            entry["segments"] = _index_vector(d.ArraySegmentsType(), d.ArraySegments(), schema)
+            entry["indices"] = _index_vector(d.ArrayIndicesType(), d.ArrayIndices(), schema)
         dims.append(entry)
     return {
-        "traversal_order": s.array(0, "<i4").tolist(),
-        "block_map": s.array(1, "<i4").tolist(),
+        "traversal_order": _array(s.TraversalOrderAsNumpy(), "<i4").tolist(),
+        "block_map": _array(s.BlockMapAsNumpy(), "<i4").tolist(),
         "dim_metadata": dims,
     }
 
 
-def _index_vector(d, type_field, value_field):
-    kind = d.scalar(type_field, "<B")
-    table = d.table(value_field)
-    if table is None or kind not in _INDEX_VECTORS:
+def _index_vector(kind, table, schema):
+    """A ``SparseIndexVector`` union (Int32/Uint16/Uint8Vector) as an array."""
+    names = _enum_names(schema.SparseIndexVector)
+    if table is None or kind not in names or names[kind] == "NONE":
         return np.zeros(0, "<i4")
-    return table.array(0, _INDEX_VECTORS[kind])  # Int32Vector etc.: 0 values
+    vector = getattr(schema, names[kind])()
+    vector._tab = _checked(table)
+    values = vector.ValuesAsNumpy()
+    return np.zeros(0, "<i4") if isinstance(values, int) else values
 
 
 def block_shape(tensor):
@@ -329,31 +382,20 @@ def _count_values(raw, dtype, shape, quantization, is_sparse):
     return int(values.size), int(np.count_nonzero(values != zero))
 
 
-def _operator_name(code):
-    # OperatorCode: 0 deprecated_builtin_code (int8), 1 custom_code, 2 version, 3 builtin_code.
+def _operator_name(code, schema):
     # Codes above 127 live only in builtin_code; readers take the larger of the two.
-    builtin = max(code.scalar(0, "<b"), code.scalar(3, "<i"))
-    version = code.scalar(2, "<i", default=1)
-    custom = code.string(1)
-    if builtin == _CUSTOM_CODE and custom:
-        return f"CUSTOM:{custom}", version
-    return _builtin_names().get(builtin, f"BUILTIN_{builtin}"), version
+    builtin = max(code.DeprecatedBuiltinCode(), code.BuiltinCode())
+    custom = _text(code.CustomCode())
+    if builtin == schema.BuiltinOperator.CUSTOM and custom:
+        return f"CUSTOM:{custom}", code.Version()
+    return _builtin_names(schema).get(builtin, f"BUILTIN_{builtin}"), code.Version()
 
 
-_CUSTOM_CODE = 32
-_NAMES = None
+_NAMES = {}
 
 
-def _builtin_names():
-    """Builtin operator names, from the schema module the interpreter itself ships."""
-    global _NAMES
-    if _NAMES is None:
-        _NAMES = {}
-        for module in ("ai_edge_litert.schema_py_generated", "tensorflow.lite.python.schema_py_generated"):
-            try:
-                enum = __import__(module, fromlist=["BuiltinOperator"]).BuiltinOperator
-            except (ImportError, AttributeError):
-                continue
-            _NAMES = {v: k for k, v in vars(enum).items() if not k.startswith("_") and isinstance(v, int)}
-            break
-    return _NAMES
+def _builtin_names(schema):
+    """Builtin operator names, from the schema module."""
+    if schema not in _NAMES:
+        _NAMES[schema] = _enum_names(schema.BuiltinOperator)
+    return _NAMES[schema]
