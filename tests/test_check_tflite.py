@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from test_export import mnist_slice, trained_mlp, zeroed
+from export_helpers import synthetic_digits, trained_mlp, zeroed
 from tfprune.export import _runtime, to_tflite
 
 SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "export" / "check_tflite.py"
@@ -21,7 +21,7 @@ def check(*args, importtime=False):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    x, y, x_test, y_test = mnist_slice(train=1000, test=100)
+    x, y, x_test, y_test = synthetic_digits(train=1000, test=100)
     folder = tmp_path_factory.mktemp("check")
     model = trained_mlp(x, y, epochs=2)
     # Half the blocks keep the model well above chance, so accuracies below mean something.

@@ -11,12 +11,12 @@ import pytest
 
 import tfprune
 from tfprune.cli import main
-from test_export import mnist_slice, trained_mlp, zeroed
+from export_helpers import synthetic_digits, trained_mlp, zeroed
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    x, y, x_test, _ = mnist_slice(train=1000, test=100)
+    x, y, x_test, _ = synthetic_digits(train=1000, test=100)
     folder = tmp_path_factory.mktemp("cli")
     model = zeroed(trained_mlp(x, y, epochs=1), block=(16, 1))
     model.save(folder / "model.keras")

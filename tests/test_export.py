@@ -1,8 +1,9 @@
 """tfprune.export: conversion, verification under both interpreter configurations, the report, bad input.
 
-Models are small MLPs trained for a few seconds on a slice of MNIST; sparsity is
-made with numpy (blocks or top magnitudes) or with tfprune itself. Conversions
-are shared per module, since each takes about a second.
+Models are small MLPs trained for a few seconds on synthetic MNIST-shaped data
+(``export_helpers.synthetic_digits``, so the tests run anywhere); one test uses
+real MNIST. Sparsity is made with numpy (blocks or top magnitudes) or with
+tfprune itself. Conversions are shared per module, since each takes about a second.
 """
 
 import gzip
@@ -15,78 +16,17 @@ import numpy as np
 import pytest
 
 import tfprune
-from tfprune.export import ExportError, FlatbufferError, inspect_tflite, to_tflite
-from tfprune.export import _flatbuffer, _runtime
-
-SPARSITY = 0.9
-
-
-# -- helpers shared with test_cli.py and test_check_tflite.py ---------------------------
-
-
-def mnist_slice(train=2000, test=300):
-    """Float32 pixels / 255 of shape (n, 28, 28) and labels, from $TFPRUNE_DATA_DIR/mnist."""
-    folder = pathlib.Path(os.environ.get("TFPRUNE_DATA_DIR", "")) / "mnist"
-    if not folder.is_dir():
-        pytest.skip("MNIST not found: set TFPRUNE_DATA_DIR to the folder holding mnist/")
-    from tfprune.datasets import mnist
-
-    (x_train, y_train), (x_test, y_test) = mnist.load_data(str(folder))
-    return ((x_train[:train] / 255.0).astype("float32"), y_train[:train],
-            (x_test[:test] / 255.0).astype("float32"), y_test[:test])
-
-
-def trained_mlp(x, y, hidden=64, epochs=2):
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((28, 28), name="image"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(hidden, activation="relu", name="fc1"),
-        keras.layers.Dense(10, name="fc2"),
-    ], name="mlp")
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    model.fit(x, y, batch_size=64, epochs=epochs, verbose=0)
-    return model
-
-
-def zeroed(model, block=(1, 1), sparsity=SPARSITY):
-    """A copy of ``model`` whose Dense kernels keep only the largest-magnitude blocks (Keras layout (in, out))."""
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    for layer in copy.layers:
-        if not isinstance(layer, keras.layers.Dense):
-            continue
-        kernel, bias = layer.get_weights()
-        rows, cols = block
-        padded = np.pad(np.abs(kernel), ((0, -kernel.shape[0] % rows), (0, -kernel.shape[1] % cols)))
-        scores = padded.reshape(padded.shape[0] // rows, rows, -1, cols).mean(axis=(1, 3))
-        keep = max(1, int(round(scores.size * (1 - sparsity))))
-        mask = np.zeros(scores.size)
-        mask[np.argsort(scores, axis=None)[-keep:]] = 1
-        mask = np.repeat(np.repeat(mask.reshape(scores.shape), rows, 0), cols, 1)[: kernel.shape[0], : kernel.shape[1]]
-        layer.set_weights([kernel * mask, bias])
-    return copy
-
-
-def kernel_nonzeros(model):
-    return sorted(int(np.count_nonzero(layer.get_weights()[0])) for layer in model.layers
-                  if isinstance(layer, keras.layers.Dense))
-
-
-def constant_weights(report, rank=2):
-    return [t for t in report.tensors if t["constant"] and len(t["shape"]) == rank]
-
-
-def leftovers(folder):
-    return sorted(p.name for p in pathlib.Path(folder).iterdir())
-
+from export_helpers import (constant_weights, kernel_nonzeros, leftovers, mnist_slice, synthetic_digits,
+                            trained_mlp, zeroed)
+from tfprune.export import ExportError, FlatbufferError, TFLiteRun, inspect_tflite, run_tflite, to_tflite
+from tfprune.export import _flatbuffer, _quantization, _runtime
 
 # -- fixtures ------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def data():
-    return mnist_slice()
+    return synthetic_digits()
 
 
 @pytest.fixture(scope="module")
@@ -265,6 +205,60 @@ def test_model_with_two_inputs_and_two_outputs_matches_keras_per_output(tmp_path
     report = to_tflite(model, tmp_path / "two.tflite", sample_data=samples, sparse=False)
     assert report.agreement["default"]["max_abs_error"] < 1e-4
     assert sorted(tuple(t["shape"]) for t in report.outputs) == [(1, 2), (1, 5)]
+
+
+def test_real_mnist_block_sparse_int8_keeps_the_keras_predictions(tmp_path):
+    x, y, x_test, y_test = mnist_slice(train=2000, test=200)
+    model = zeroed(trained_mlp(x, y), block=(16, 1), sparsity=0.5)
+    report = to_tflite(model, tmp_path / "mnist.tflite", quantization="int8", representative_data=x[:200],
+                       sample_data=x_test, latency_runs=0)
+    assert report.works_by_default and report.sparse_encoded
+    assert report.agreement["default"]["top1_agreement"] >= 0.95
+    [logits] = run_tflite(report.path, x_test, repeats=0).outputs
+    keras_accuracy = np.mean(keras.ops.convert_to_numpy(model(x_test)).argmax(-1) == y_test)
+    accuracy = np.mean(logits.argmax(-1) == y_test)
+    assert accuracy > 0.5 and abs(accuracy - keras_accuracy) <= 0.03
+
+
+# -- running a file -------------------------------------------------------------------------
+
+
+def test_run_tflite_gives_the_outputs_the_report_agreed_on_and_a_latency(block_int8, block_sparse, data):
+    x_test = data[2][:50]
+    result = run_tflite(block_int8.path, x_test, repeats=20)
+    assert isinstance(result, TFLiteRun) and result.configuration == "default"
+    [logits] = result.outputs
+    assert logits.shape == (50, 10) and logits.dtype == np.float32
+    keras_logits = keras.ops.convert_to_numpy(block_sparse(x_test))
+    assert np.mean(logits.argmax(-1) == keras_logits.argmax(-1)) >= 0.95
+    assert result.latency_ms > 0 and result.invokes == 20
+    from_bytes = run_tflite(pathlib.Path(block_int8.path).read_bytes(), x_test, delegates=False, repeats=0)
+    assert from_bytes.latency_ms is None and from_bytes.configuration == "no_delegates"
+    assert np.allclose(from_bytes.outputs[0], logits, atol=1e-5)
+
+
+def test_run_tflite_names_what_is_wrong(block_int8, tmp_path):
+    with pytest.raises(ValueError, match=r"shape \(3, 784\); expected \(n, 28, 28\)"):
+        run_tflite(block_int8.path, np.zeros((3, 784), "float32"))
+    with pytest.raises(FileNotFoundError, match="no file"):
+        run_tflite(tmp_path / "none.tflite", None)
+    (tmp_path / "junk.tflite").write_bytes(b"junk" * 10)
+    with pytest.raises(RuntimeError, match="run_tflite: the file does not load"):
+        run_tflite(tmp_path / "junk.tflite")
+    assert len(run_tflite(block_int8.path, repeats=0).outputs[0]) == 1  # one random sample
+
+
+# -- quantization modes ---------------------------------------------------------------------
+
+
+def test_each_mode_is_one_object_with_a_clear_error():
+    assert _quantization.resolve(None) is _quantization.FLOAT32
+    assert _quantization.resolve(_quantization.INT8) is _quantization.INT8
+    assert _quantization.INT8.needs_representative_data and not _quantization.DYNAMIC.needs_representative_data
+    assert _quantization.FLOAT16.io_dtypes == ("float32",)
+    with pytest.raises(ValueError, match=r"to_tflite: `quantization` must be one of \(None, 'dynamic', 'int8', "
+                                         r"'float16'\)\. Received: 'int4'"):
+        _quantization.resolve("int4")
 
 
 # -- the flatbuffer reader -------------------------------------------------------------------

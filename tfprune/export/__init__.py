@@ -122,7 +122,8 @@ def to_tflite(
         quantization: ``None`` (float32), ``"dynamic"`` (int8 weights,
             float activations; no data needed), ``"int8"`` (int8 weights and
             activations; needs ``representative_data``) or ``"float16"``
-            (float16 weights).
+            (float16 weights); or a ``QuantizationMode`` from ``MODES``,
+            which describes each mode.
         representative_data: inputs prepared exactly as for
             ``model.predict``: an array of shape ``(n, *input_shape)`` (one
             array per input, as a list or a dict keyed by input name, for
