@@ -56,12 +56,12 @@ def rebuild(model, specs):
     x = inputs
     pairs = []
     for layer in layers:
-        legacy = _legacy_layer(tf_keras, layer)
-        x = legacy(x)
-        pairs.append((layer, legacy))
+        counterpart = _tf_keras_layer(tf_keras, layer)
+        x = counterpart(x)
+        pairs.append((layer, counterpart))
     rebuilt = tf_keras.Model(inputs, x, name=model.name)
-    for layer, legacy in pairs:
-        legacy.set_weights(layer.get_weights())
+    for layer, counterpart in pairs:
+        counterpart.set_weights(layer.get_weights())
     return rebuilt
 
 
@@ -77,15 +77,15 @@ def _chain(model):
     return layers
 
 
-def _legacy_layer(tf_keras, layer):
+def _tf_keras_layer(tf_keras, layer):
     name = type(layer).__name__
     if name not in _SUPPORTED or isinstance(layer, keras.Model):
         raise NotRebuildable(f"layer '{layer.name}' ({name}) has no tf_keras counterpart in tfprune's rebuild")
     if name == "CompactEmbedding":
-        return _legacy_compact_embedding(tf_keras, layer)
+        return _tf_keras_compact_embedding(tf_keras, layer)
     cls = getattr(tf_keras.layers, name)
     if name == "Bidirectional":
-        inner = _legacy_layer(tf_keras, layer.forward_layer)
+        inner = _tf_keras_layer(tf_keras, layer.forward_layer)
         return cls(inner, merge_mode=layer.merge_mode, name=layer.name)
     config = layer.get_config()
     allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
@@ -96,7 +96,7 @@ def _legacy_layer(tf_keras, layer):
     return cls(name=layer.name, **kwargs)
 
 
-def _legacy_compact_embedding(tf_keras, layer):
+def _tf_keras_compact_embedding(tf_keras, layer):
     """tfprune.surgery.CompactEmbedding in tf_keras: the same two lookups, the same weights in order."""
     import tensorflow as tf
 
