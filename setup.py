@@ -10,7 +10,7 @@ _VERSION = re.search(
     r'^__version__ = "([^"]+)"', (_HERE / "tfprune" / "__init__.py").read_text(), re.M
 ).group(1)
 
-# tf-keras: LSTMs convert to the fused TFLite op only from a Keras 2 model (tfprune/export/_legacy.py).
+# tf-keras: LSTMs convert to the fused TFLite op only from a Keras 2 model (tfprune/export/_tf_keras_lstm.py).
 _TFLITE = ["ai-edge-litert>=1.0", "tf-keras>=2.16"]
 # tfmot is only ever imported in subprocesses (tests' reference values, benchmarks):
 # importing it sets TF_USE_LEGACY_KERAS=1 globally.

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 import tfprune  # noqa: E402
 from tfprune.datasets import mnist  # noqa: E402
-from tfprune.export import _runtime, to_tflite  # noqa: E402
+from tfprune.export import run_tflite, to_tflite  # noqa: E402
 
 from _sections import load_tutorial, write_section  # noqa: E402
 
@@ -55,10 +55,8 @@ def prune(baseline, x, y, block_size, epochs, granularity):
 
 def tflite_accuracy(path, report, x_test, y_test):
     """Top-1 accuracy of the file on every test image, in the configuration an app would get."""
-    configuration = "default" if report.works_by_default else "no_delegates"
-    interpreter = _runtime.load(path, configuration)
-    [logits] = _runtime.run(interpreter, [x_test])
-    return float(np.mean(logits.argmax(-1) == y_test)), configuration
+    run = run_tflite(path, x_test, delegates=report.works_by_default, repeats=0)
+    return float(np.mean(run.outputs[0].argmax(-1) == y_test)), run.configuration
 
 
 def main(argv=None):

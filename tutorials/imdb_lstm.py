@@ -44,7 +44,7 @@ import tensorflow as tf  # noqa: E402
 import tfprune  # noqa: E402
 import tfprune.structured  # noqa: E402
 from tfprune.datasets import imdb  # noqa: E402
-from tfprune.export import to_tflite  # noqa: E402
+from tfprune.export import run_tflite, to_tflite  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -185,28 +185,13 @@ def prune_rows(layer, schedule, counts):
 # run on every test review with the LiteRT interpreter, one review per call, the LSTM state reset before each.
 
 # %%
-def run_tflite(path, ids):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path), num_threads=1)
-    interpreter.allocate_tensors()
-    [source], [target] = interpreter.get_input_details(), interpreter.get_output_details()
-    logits = np.empty(len(ids), np.float32)
-    for i in range(len(ids)):
-        # The fused LSTM keeps its state in variable tensors between calls: each review starts from zero.
-        interpreter.reset_all_variables()
-        interpreter.set_tensor(source["index"], ids[i:i + 1])
-        interpreter.invoke()
-        logits[i] = interpreter.get_tensor(target["index"]).reshape(-1)[0]
-    return logits
-
-
 def export(model, name, quantization, data, out, vocabulary):
     _, _, ids_test, y_test = data
     path = out / f"{name}.tflite"
     report = to_tflite(model, path, quantization=quantization, sample_data=ids_test[:200], latency_runs=50)
     (out / "vocabulary.txt").write_text("\n".join(vocabulary) + "\n", encoding="utf-8")
-    tflite_logits = run_tflite(path, ids_test)
+    # run_tflite resets the fused LSTM's state (variable tensors) before each review.
+    tflite_logits = run_tflite(path, ids_test, repeats=0).outputs[0].reshape(-1)
     keras_logits = model.predict(ids_test, batch_size=512, verbose=0).reshape(-1)
     return {
         "file": str(path),

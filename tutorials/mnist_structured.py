@@ -25,16 +25,14 @@ import argparse
 import os
 import pathlib
 import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import tfprune.structured as structured  # noqa: E402
 from tfprune.datasets import mnist  # noqa: E402
+from tfprune.export import run_tflite, to_tflite  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -146,41 +144,23 @@ def by_activations(baseline, method, data, args):
 # %% [markdown]
 # ## TFLite latency, measured side by side
 #
-# Each model is converted to a float32 `.tflite` and run by the LiteRT interpreter with its
+# Each model is converted to a float32 `.tflite` by `tfprune.export.to_tflite` (which checks it
+# against Keras) and timed by `tfprune.export.run_tflite`: the LiteRT interpreter with its
 # default delegate, one thread, batch 1. The models take turns in every round, so machine
 # noise hits all of them alike; we report the median per-call time over the rounds.
 
 # %%
-def to_tflite(model, path):
-    spec = tf.TensorSpec((1,) + tuple(model.inputs[0].shape[1:]), tf.float32)
-    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
-    path = pathlib.Path(path)
-    path.write_bytes(converter.convert())
-    return path
+def export_float(model, path, sample):
+    """A checked float32 `.tflite` file, converted and verified by tfprune's exporter."""
+    return to_tflite(model, path, sample_data=sample, latency_runs=0).path
 
 
-def tflite_latencies(paths, rounds=15, calls=50, threads=1):
-    """Median milliseconds per call for each .tflite file, measured in alternation."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreters = []
-    for path in paths:
-        interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        interpreter.allocate_tensors()
-        detail = interpreter.get_input_details()[0]
-        x = np.random.default_rng(0).random(detail["shape"]).astype(detail["dtype"])
-        interpreter.set_tensor(detail["index"], x)
-        for _ in range(20):
-            interpreter.invoke()
-        interpreters.append(interpreter)
+def tflite_latencies(paths, sample, rounds=15, calls=50, threads=1):
+    """Median milliseconds per call for each .tflite file, the files taking turns every round."""
     times = [[] for _ in paths]
     for _ in range(rounds):
-        for i, interpreter in enumerate(interpreters):
-            start = time.perf_counter()
-            for _ in range(calls):
-                interpreter.invoke()
-            times[i].append((time.perf_counter() - start) / calls * 1e3)
+        for i, path in enumerate(paths):
+            times[i].append(run_tflite(path, sample, repeats=calls, num_threads=threads).latency_ms)
     return [statistics.median(t) for t in times]
 
 
@@ -206,8 +186,8 @@ def main(argv=None):
         results[method] = by_activations(baseline, method, data, args)
 
     print(f"\n{structured.compare(baseline, results['slimming'])}")
-    paths = [to_tflite(model, out / f"mnist_{name}.tflite") for name, model in results.items()]
-    latencies = tflite_latencies(paths, rounds=args.latency_rounds)
+    paths = [export_float(model, out / f"mnist_{name}.tflite", x_test[:100]) for name, model in results.items()]
+    latencies = tflite_latencies(paths, x_test[:1], rounds=args.latency_rounds)
     rows = []
     base_report = structured.flops_report(baseline)
     print("\nResults on the MNIST test set (TFLite: float32, 1 thread, batch 1, median)")
