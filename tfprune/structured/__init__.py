@@ -10,7 +10,9 @@ members' scores.
 
 Methods: ``l1_norm``, ``l2_norm`` (Li et al. 2017), ``fpgm`` (He et al. 2019), ``bn_scale``
 (network slimming, Liu et al. 2017), ``apoz`` (Hu et al. 2016), ``entropy`` (Luo & Wu 2017),
-``taylor`` (Molchanov et al. 2017).
+``taylor`` (Molchanov et al. 2017). More criteria plug in: subclass ``WeightCriterion``
+(``score(analysis)``) or ``DataCriterion`` (``update(activation, gradient)``, ``result()``)
+and pass it to ``register_criterion``; ``criteria()`` lists every name.
 
 Example, network slimming then fine-tuning:
 
@@ -31,6 +33,7 @@ The iterative recipe (score, remove a fraction, fine-tune, repeat) is ``iterativ
 """
 
 from tfprune.structured._flops import Comparison, FlopsReport, compare, flops_report
+from tfprune.structured._criteria import Criterion, DataCriterion, WeightCriterion, criteria, register_criterion
 from tfprune.structured._prune import iterative_prune, prune, select_channels
 from tfprune.structured._scores import (
     METHODS,
@@ -48,11 +51,14 @@ from tfprune.structured._slimming import set_slimming_penalty
 __all__ = [
     "METHODS",
     "Comparison",
+    "Criterion",
+    "DataCriterion",
     "FlopsReport",
     "apoz",
     "bn_scale",
     "channel_scores",
     "compare",
+    "criteria",
     "entropy",
     "flops_report",
     "fpgm",
@@ -60,7 +66,9 @@ __all__ = [
     "l1_norm",
     "l2_norm",
     "prune",
+    "register_criterion",
     "select_channels",
     "set_slimming_penalty",
     "taylor",
+    "WeightCriterion",
 ]

@@ -1,8 +1,10 @@
-"""Channel scores from activations over calibration data: APoZ, entropy, Taylor.
+"""Channel criteria from activations over calibration data: APoZ, entropy, Taylor.
 
-All statistics are gathered in one batched pass, keeping running sums (zero counts,
-fixed-range histograms, sums of |activation x gradient|) rather than the activations.
+One batched pass feeds every requested data criterion, each keeping running sums (zero
+counts, fixed-range histograms, sums of |activation x gradient|) rather than the activations.
 """
+
+import copy
 
 import numpy as np
 import tensorflow as tf
@@ -10,10 +12,11 @@ import tensorflow as tf
 import keras
 
 from tfprune.structured import _data
-from tfprune.structured._weight_scores import _prunable
-from tfprune.surgery import _layers
+from tfprune.structured._criteria import DataCriterion, prunable
 
 _LINEAR = keras.activations.get("linear")
+L = keras.layers
+ACTIVATIONS = (L.Activation, L.ReLU, L.LeakyReLU, L.ELU, L.PReLU)
 
 
 def observed_tensor(analysis, name):
@@ -34,105 +37,135 @@ def observed_tensor(analysis, name):
         if len(consumers) != 1 or key in graph.output_keys:
             return key
         layer = consumers[0].operation
-        if isinstance(layer, keras.layers.BatchNormalization) and not seen_bn:
+        if isinstance(layer, L.BatchNormalization) and not seen_bn:
             seen_bn, key = True, consumers[0].outputs[0]
-        elif isinstance(layer, _layers.ACTIVATIONS + (keras.layers.PReLU,)):
+        elif isinstance(layer, ACTIVATIONS):
             return consumers[0].outputs[0]
         else:
             return key
 
 
-class _Stats:
-    """Running per-channel statistics for one observed tensor."""
+def _spatial(a):
+    return tuple(range(1, a.ndim - 1))
 
-    def __init__(self, channels, bins):
-        self.zeros = np.zeros(channels)
-        self.positions = 0
-        self.images = 0
-        self.bins = bins
-        self.hist = np.zeros((channels, bins))
-        self.range = None
-        self.taylor = np.zeros(channels)
 
-    def update(self, a, want):
-        a = np.asarray(a, dtype=np.float32)
-        spatial = tuple(range(1, a.ndim - 1))
-        if "apoz" in want:
-            self.zeros += (a == 0).sum(axis=(0,) + spatial)
-            self.positions += a.size // a.shape[-1]
-        if "entropy" in want:
-            pooled = a.mean(axis=spatial) if spatial else a  # (batch, channels)
-            if self.range is None:
-                # Range fixed from the first batch, one per layer, widened by half its span
-                # on each side; later values outside it fall into the edge bins.
-                lo, hi = float(pooled.min()), float(pooled.max())
-                span = max(hi - lo, 1e-12)
-                self.range = (lo - 0.5 * span, hi + 0.5 * span)
-            lo, hi = self.range
-            index = np.clip(((pooled - lo) / (hi - lo) * self.bins).astype(np.int64), 0, self.bins - 1)
-            channel = np.broadcast_to(np.arange(pooled.shape[1]), pooled.shape)
-            np.add.at(self.hist, (channel.ravel(), index.ravel()), 1)
-        self.images += a.shape[0]
+class APoZ(DataCriterion):
+    """One minus the Average Percentage of Zeros of each channel's post-activation output
+    (Hu, Peng, Tai and Tang, "Network Trimming: A Data-Driven Neuron Pruning Approach
+    towards Efficient Deep Architectures", arXiv:1607.03250, 2016). Higher = more important."""
 
-    def apoz(self):
-        return self.zeros / max(self.positions, 1)
+    name = "apoz"
 
-    def entropy(self):
+    def start(self, channels, **options):
+        self.zeros, self.positions = np.zeros(channels), 0
+
+    def update(self, activation, gradient):
+        a = np.asarray(activation, dtype=np.float32)
+        self.zeros += (a == 0).sum(axis=(0,) + _spatial(a))
+        self.positions += a.size // a.shape[-1]
+
+    def result(self):
+        return 1.0 - self.zeros / max(self.positions, 1)
+
+
+class Entropy(DataCriterion):
+    """Entropy of each channel's globally average-pooled post-activation output (Luo and Wu,
+    "An Entropy-based Pruning Method for CNN Compression", arXiv:1706.05791, 2017), over
+    ``bins`` bins of one range per layer fixed from the first batch. Low = prune."""
+
+    name = "entropy"
+
+    def start(self, channels, bins=100, **options):
+        self.bins, self.hist, self.range = bins, np.zeros((channels, bins)), None
+
+    def update(self, activation, gradient):
+        a = np.asarray(activation, dtype=np.float32)
+        spatial = _spatial(a)
+        pooled = a.mean(axis=spatial) if spatial else a  # (batch, channels)
+        if self.range is None:
+            # Range fixed from the first batch, one per layer, widened by half its span
+            # on each side; later values outside it fall into the edge bins.
+            lo, hi = float(pooled.min()), float(pooled.max())
+            span = max(hi - lo, 1e-12)
+            self.range = (lo - 0.5 * span, hi + 0.5 * span)
+        lo, hi = self.range
+        index = np.clip(((pooled - lo) / (hi - lo) * self.bins).astype(np.int64), 0, self.bins - 1)
+        channel = np.broadcast_to(np.arange(pooled.shape[1]), pooled.shape)
+        np.add.at(self.hist, (channel.ravel(), index.ravel()), 1)
+
+    def result(self):
         p = self.hist / np.maximum(self.hist.sum(axis=1, keepdims=True), 1)
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.abs(np.where(p > 0, p * np.log(p), 0.0).sum(axis=1))
 
 
-def activation_scores(analysis, methods, data, batch_size=64, bins=100, loss=None, verbose=1):
-    """Returns ``{method: {layer: importance}}`` for methods among apoz, entropy, taylor."""
-    model = analysis.model
-    names = _prunable(analysis)
-    keys = [observed_tensor(analysis, n) for n in names]
+class Taylor(DataCriterion):
+    """First-order Taylor estimate of the loss change when a channel is removed (Molchanov,
+    Tyree, Karras, Aila and Kautz, "Pruning Convolutional Neural Networks for Resource
+    Efficient Inference", ICLR 2017): per image ``|mean over positions of a * dL/da|``,
+    averaged over the images. Higher = more important."""
+
+    name = "taylor"
+    needs_gradients = True
+
+    def start(self, channels, **options):
+        self.total, self.images = np.zeros(channels), 0
+
+    def update(self, activation, gradient):
+        a, g = activation, gradient
+        spatial = _spatial(a)
+        # Molchanov et al. 2017, eq. 8: |mean over positions of a * dL/da| per image.
+        self.total += np.abs((a * g).mean(axis=spatial) if spatial else a * g).sum(axis=0)
+        self.images += a.shape[0]
+
+    def result(self):
+        return self.total / max(self.images, 1)
+
+
+def activation_scores(analysis, criteria, data, batch_size=64, bins=100, loss=None, verbose=1):
+    """Returns ``{criterion.name: {layer: importance}}`` for data criteria, from one batched pass."""
+    names = prunable(analysis)
     graph = analysis.graph
-    need_grad = "taylor" in methods
-    loss_fn = _loss(model, loss) if need_grad else None
-    outputs = [graph.tensors[k] for k in keys]
-    if need_grad:
-        outputs = [graph.tensors[k] for k in graph.output_keys] + outputs
+    keys = [observed_tensor(analysis, n) for n in names]
+    with_grad = [c for c in criteria if c.needs_gradients]
+    loss_fn = _loss(analysis.model, loss, with_grad[0].name) if with_grad else None
+    outputs = ([graph.tensors[k] for k in graph.output_keys] if with_grad else []) + [graph.tensors[k] for k in keys]
     inputs = graph.functional.inputs
     probe = keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs)
-    n_out = len(graph.output_keys) if need_grad else 0
-    stats = [_Stats(graph.shape(k)[-1], bins) for k in keys]
-    iterator, n_batches = _data.batches(model, data, batch_size, need_labels=need_grad)
+    n_out = len(graph.output_keys) if with_grad else 0
+    states = [[_fresh(c, graph.shape(k)[-1], bins) for k in keys] for c in criteria]
+    iterator, n_batches = _data.batches(analysis.model, data, batch_size, need_labels=bool(with_grad))
     bar = keras.utils.Progbar(n_batches, verbose=verbose, unit_name="batch")
     for step, (x, y) in enumerate(iterator):
-        if need_grad:
+        if with_grad:
             acts, grads = _forward_backward(probe, loss_fn, n_out, x, y)
-            for s, a, g in zip(stats, acts, grads):
-                spatial = tuple(range(1, a.ndim - 1))
-                # Molchanov et al. 2017, eq. 8: |mean over positions of a * dL/da| per image.
-                s.taylor += np.abs((a * g).mean(axis=spatial) if spatial else a * g).sum(axis=0)
         else:
             acts = probe(x, training=False)
-            acts = acts if isinstance(acts, (list, tuple)) else [acts]
-            acts = [keras.ops.convert_to_numpy(a) for a in acts]
-        for s, a in zip(stats, acts):
-            s.update(a, methods)
+            acts = [keras.ops.convert_to_numpy(a) for a in (acts if isinstance(acts, (list, tuple)) else [acts])]
+            grads = [None] * len(acts)
+        for criterion, layer_states in zip(criteria, states):
+            for state, a, g in zip(layer_states, acts, grads):
+                state.update(a, g if criterion.needs_gradients else None)
         bar.update(step + 1)
-    result = {}
-    if "apoz" in methods:
-        result["apoz"] = {n: (1.0 - s.apoz()).astype(np.float32) for n, s in zip(names, stats)}
-    if "entropy" in methods:
-        result["entropy"] = {n: s.entropy().astype(np.float32) for n, s in zip(names, stats)}
-    if "taylor" in methods:
-        result["taylor"] = {n: (s.taylor / max(s.images, 1)).astype(np.float32) for n, s in zip(names, stats)}
-    return result
+    return {c.name: {n: np.asarray(s.result(), dtype=np.float32) for n, s in zip(names, layer_states)}
+            for c, layer_states in zip(criteria, states)}
 
 
-def _loss(model, loss):
+def _fresh(criterion, channels, bins):
+    state = copy.deepcopy(criterion)
+    state.start(channels, bins=bins)
+    return state
+
+
+def _loss(model, loss, name="taylor"):
     loss = loss if loss is not None else getattr(model, "loss", None)
     if loss is None:
         raise ValueError(
-            "method='taylor' needs a loss to take gradients of: pass loss=... (e.g. "
+            f"method={name!r} needs a loss to take gradients of: pass loss=... (e.g. "
             "keras.losses.SparseCategoricalCrossentropy(from_logits=True)) or compile the model first."
         )
     if isinstance(loss, (list, tuple, dict)):
-        raise ValueError("method='taylor' supports a single loss; pass loss= for the model's only output.")
+        raise ValueError(f"method={name!r} supports a single loss; pass loss= for the model's only output.")
     loss = keras.losses.get(loss)
     if isinstance(loss, keras.losses.Loss):
         config = loss.get_config()

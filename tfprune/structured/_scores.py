@@ -7,35 +7,30 @@ channel of that layer. Scores that the papers rank the other way are converted: 
 returned as ``1 - APoZ``. Entropy is already "low = prune".
 """
 
-from tfprune.structured import _activation_scores, _weight_scores
-from tfprune.surgery._channels import ChannelAnalysis
+from tfprune._graph import ChannelAnalysis
+from tfprune.structured import _activation_scores, _criteria, _weight_scores
 
-WEIGHT_METHODS = {
-    "l1_norm": _weight_scores.l1_scores,
-    "l2_norm": _weight_scores.l2_scores,
-    "fpgm": _weight_scores.fpgm_scores,
-    "bn_scale": _weight_scores.bn_scale_scores,
-}
-DATA_METHODS = ("apoz", "entropy", "taylor")
-METHODS = tuple(WEIGHT_METHODS) + DATA_METHODS
-
-
-def _check_method(method):
-    if method not in METHODS:
-        raise ValueError(f"Unknown scoring method {method!r}. Choose one of {', '.join(METHODS)}.")
+BUILT_IN = (
+    _weight_scores.L1Norm, _weight_scores.L2Norm, _weight_scores.FPGM, _weight_scores.BNScale,
+    _activation_scores.APoZ, _activation_scores.Entropy, _activation_scores.Taylor,
+)
+for _criterion in BUILT_IN:
+    _criteria.register_criterion(_criterion)
+METHODS = tuple(c.name for c in BUILT_IN)  # the built-in names; ``criteria()`` lists all
 
 
 def scores_for(analysis, method, data=None, batch_size=64, bins=100, loss=None, verbose=1):
-    _check_method(method)
-    if method in WEIGHT_METHODS:
-        return WEIGHT_METHODS[method](analysis)
+    criterion = _criteria.get(method)
+    if not criterion.needs_data:
+        return _criteria.check_scores(analysis, method, criterion.score(analysis))
     if not isinstance(bins, int) or bins < 2:
         raise ValueError(f"`bins` must be an integer >= 2, got {bins!r}.")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
-    return _activation_scores.activation_scores(
-        analysis, {method}, data, batch_size=batch_size, bins=bins, loss=loss, verbose=verbose
+    scores = _activation_scores.activation_scores(
+        analysis, [criterion], data, batch_size=batch_size, bins=bins, loss=loss, verbose=verbose
     )[method]
+    return _criteria.check_scores(analysis, method, scores)
 
 
 def channel_scores(model, method, data=None, *, batch_size=64, bins=100, loss=None, verbose=1):
@@ -47,7 +42,8 @@ def channel_scores(model, method, data=None, *, batch_size=64, bins=100, loss=No
 
     Args:
         model: a built Sequential or Functional Keras 3 model.
-        method: one of the names above.
+        method: one of the names above, or the name of a criterion added with
+            ``register_criterion`` (``criteria()`` lists them all).
         data: calibration data for ``apoz``, ``entropy`` and ``taylor``: an array of inputs,
             ``(x, y)``, a ``tf.data.Dataset`` of batches or an iterable of batches. Labels
             are needed for ``taylor`` only. Ignored by the weight-based methods.
