@@ -8,35 +8,11 @@ Conv*Transpose (``in positions * kernel size * in * out``), DepthwiseConv
 Biases, BatchNormalization, activations, pooling and merges are not counted.
 """
 
-import numpy as np
-
 import keras
 
-from tfprune.surgery import _layers
-from tfprune.surgery._graph import Graph
+from tfprune._graph import Graph, family_of
 
 L = keras.layers
-
-
-def _prod(values):
-    return int(np.prod([v for v in values], dtype=np.int64)) if len(values) else 1
-
-
-def _macs(layer, in_shape, out_shape):
-    if isinstance(layer, _layers.PRODUCER_SEPARABLE):
-        c_in, m = in_shape[-1], layer.depth_multiplier
-        positions = _prod(out_shape[1:-1])
-        return positions * _prod(layer.kernel_size) * c_in * m + positions * c_in * m * out_shape[-1]
-    if isinstance(layer, _layers.DEPTHWISE):
-        return _prod(out_shape[1:-1]) * _prod(layer.kernel_size) * out_shape[-1]
-    if isinstance(layer, _layers.PRODUCER_TRANSPOSE):
-        return _prod(in_shape[1:-1]) * _prod(layer.kernel_size) * in_shape[-1] * out_shape[-1]
-    if isinstance(layer, _layers.PRODUCER_CONV):
-        groups = getattr(layer, "groups", 1)
-        return _prod(out_shape[1:-1]) * _prod(layer.kernel_size) * (in_shape[-1] // groups) * out_shape[-1]
-    if isinstance(layer, L.Dense):
-        return _prod(in_shape[1:-1]) * in_shape[-1] * out_shape[-1]
-    return 0
 
 
 class FlopsReport:
@@ -111,7 +87,7 @@ def flops_report(model):
         out_shape = graph.shape(gnode.outputs[0]) if gnode.outputs else ()
         params = layer.count_params() if isinstance(layer, L.Layer) and id(layer) not in seen and layer.built else 0
         seen.add(id(layer))
-        flops = _macs(layer, in_shape, out_shape) if in_shape and None not in in_shape[1:] else 0
+        flops = family_of(layer).macs(layer, in_shape, out_shape) if in_shape and None not in in_shape[1:] else 0
         if params or flops:
             rows.append({"layer": layer.name, "type": type(layer).__name__, "output_shape": tuple(out_shape[1:]),
                          "params": int(params), "flops": int(flops)})

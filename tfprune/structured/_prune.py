@@ -1,13 +1,8 @@
 """Score, select and remove channels in one call; and the iterative recipe."""
 
-import numpy as np
-
-import keras
-
 from tfprune.structured import _scores, _select
 from tfprune.structured._flops import flops_report
-from tfprune.surgery._channels import ChannelAnalysis
-from tfprune.surgery._remove import rebuild_model
+from tfprune._graph import ChannelAnalysis, rebuild_model
 
 
 def _scores_of(analysis, method, data, batch_size, bins, loss, verbose):
@@ -51,8 +46,8 @@ def select_channels(model, scores, ratio, *, scope="layer", min_channels=1):
     ```
     """
     analysis = ChannelAnalysis(model)
-    removed = _select.select_roots(analysis, scores, ratio, scope, min_channels)
-    return _select.roots_to_channels(analysis, removed)
+    removed = _select.select_unions(analysis, scores, ratio, scope, min_channels)
+    return _select.unions_to_channels(analysis, removed)
 
 
 def prune(model, method="l1_norm", ratio=0.5, data=None, *, scope="layer", min_channels=1,
@@ -90,7 +85,7 @@ def prune(model, method="l1_norm", ratio=0.5, data=None, *, scope="layer", min_c
     """
     analysis = ChannelAnalysis(model)
     scores = _scores_of(analysis, method, data, batch_size, bins, loss, verbose)
-    removed = _select.select_roots(analysis, scores, ratio, scope, min_channels)
+    removed = _select.select_unions(analysis, scores, ratio, scope, min_channels)
     return rebuild_model(analysis, removed)
 
 
@@ -143,7 +138,7 @@ def iterative_prune(model, method="l1_norm", ratio_per_step=0.2, steps=3, *, fin
         analysis = ChannelAnalysis(model)
         scores = _scores_of(analysis, method, data, score_kwargs.get("batch_size", 64),
                             score_kwargs.get("bins", 100), score_kwargs.get("loss"), verbose)
-        removed = _select.select_roots(analysis, scores, ratio_per_step, scope, min_channels)
+        removed = _select.select_unions(analysis, scores, ratio_per_step, scope, min_channels)
         model = rebuild_model(analysis, removed)
         if isinstance(fine_tune, dict):
             model.fit(**{"verbose": verbose, **fine_tune})

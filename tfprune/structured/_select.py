@@ -9,7 +9,7 @@ import numbers
 
 import numpy as np
 
-from tfprune.surgery._remove import _list_names
+from tfprune._common.text import list_names
 
 
 def _check_ratio(value, argument):
@@ -28,7 +28,7 @@ def _root_scores(analysis, scores):
         if name not in analysis.producers:
             raise ValueError(
                 f"Scores given for '{name}', which is not a layer whose output channels can be removed. "
-                f"Such layers: {_list_names(analysis.producers)}."
+                f"Such layers: {list_names(analysis.producers)}."
             )
         values = np.asarray(values, dtype=np.float64).ravel()
         roots = analysis.roots_of(name)
@@ -41,7 +41,7 @@ def _root_scores(analysis, scores):
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def select_roots(analysis, scores, ratio, scope="layer", min_channels=1):
+def select_unions(analysis, scores, ratio, scope="layer", min_channels=1):
     """The channel unions to remove (a set of root ids)."""
     if scope not in ("layer", "global"):
         raise ValueError(f"`scope` must be 'layer' (each group loses `ratio` of its channels) or 'global' "
@@ -49,35 +49,35 @@ def select_roots(analysis, scores, ratio, scope="layer", min_channels=1):
     if isinstance(min_channels, bool) or not isinstance(min_channels, numbers.Integral) or min_channels < 1:
         raise ValueError(f"`min_channels` must be an integer >= 1 (channels every layer keeps); got {min_channels!r}.")
     score = _root_scores(analysis, scores)
-    units = analysis.units()
-    unit_of = {name: i for i, unit in enumerate(units) for name in unit.layers}
-    candidates = {}  # unit index -> candidate roots in removal order
-    for i, unit in enumerate(units):
-        roots = unit.roots[~unit.blocked]
+    groups = analysis.coupled_groups()
+    group_of = {name: i for i, group in enumerate(groups) for name in group.layers}
+    candidates = {}  # group index -> candidate roots in removal order
+    for i, group in enumerate(groups):
+        roots = group.unions[~group.blocked]
         roots = roots[np.isfinite(score[roots])]
         candidates[i] = roots[np.argsort(score[roots], kind="stable")]
 
     if isinstance(ratio, dict):
         if scope == "global":
             raise ValueError("A per-layer `ratio` dict cannot be used with scope='global'; give one number.")
-        per_unit = {}
+        per_group = {}
         for name, value in ratio.items():
             value = _check_ratio(value, f"ratio['{name}']")
-            if name not in unit_of:
+            if name not in group_of:
                 raise ValueError(
                     f"`ratio` names '{name}', which is not a layer whose output channels can be removed. "
-                    f"Such layers: {_list_names(analysis.producers)}."
+                    f"Such layers: {list_names(analysis.producers)}."
                 )
-            i = unit_of[name]
+            i = group_of[name]
             if not len(candidates[i]) and value > 0:
-                raise ValueError(_no_candidates(analysis, units[i], name, scores))
-            if i in per_unit and per_unit[i][1] != value:
+                raise ValueError(_no_candidates(analysis, groups[i], name, scores))
+            if i in per_group and per_group[i][1] != value:
                 raise ValueError(
-                    f"`ratio` gives {per_unit[i][1]} to '{per_unit[i][0]}' and {value} to '{name}', but they are "
+                    f"`ratio` gives {per_group[i][1]} to '{per_group[i][0]}' and {value} to '{name}', but they are "
                     "coupled (they must lose the same channels): give them the same ratio, or name one."
                 )
-            per_unit[i] = (name, value)
-        plan = {i: value for i, (_, value) in per_unit.items()}
+            per_group[i] = (name, value)
+        plan = {i: value for i, (_, value) in per_group.items()}
     else:
         ratio = _check_ratio(ratio, "ratio")
         plan = {i: ratio for i in candidates if len(candidates[i])}
@@ -100,7 +100,7 @@ def select_roots(analysis, scores, ratio, scope="layer", min_channels=1):
 
     if scope == "layer":
         for i, value in plan.items():
-            target = int(round(value * len(units[i].roots)))
+            target = int(round(value * len(groups[i].unions)))
             done = 0
             for r in candidates[i].tolist():
                 if done >= target:
@@ -108,7 +108,7 @@ def select_roots(analysis, scores, ratio, scope="layer", min_channels=1):
                 done += try_remove(r)
     else:
         pool = np.concatenate([candidates[i] for i in plan]) if plan else np.zeros(0, np.int64)
-        total = sum(len(units[i].roots) for i in plan)
+        total = sum(len(groups[i].unions) for i in plan)
         target = int(round(ratio * total))
         done = 0
         for r in pool[np.argsort(score[pool], kind="stable")].tolist():
@@ -118,14 +118,14 @@ def select_roots(analysis, scores, ratio, scope="layer", min_channels=1):
     return removed
 
 
-def _no_candidates(analysis, unit, name, scores):
-    blocked = [r for r in unit.roots.tolist() if analysis.blocked[r]]
-    if blocked and len(blocked) == len(unit.roots):
+def _no_candidates(analysis, group, name, scores):
+    blocked = [r for r in group.unions.tolist() if analysis.blocked[r]]
+    if blocked and len(blocked) == len(group.unions):
         return f"No channel of '{name}' can be removed: {analysis.block_reason[blocked[0]]}."
     return f"No channel of '{name}' has a score (the method gives none for it), so it cannot be ranked."
 
 
-def roots_to_channels(analysis, removed):
+def unions_to_channels(analysis, removed):
     """``{layer_name: [indices]}`` for every producer that loses channels."""
     removed = np.asarray(sorted(removed), dtype=np.int64)
     channels = {}

@@ -4,7 +4,7 @@ import numbers
 
 import keras
 
-from tfprune.surgery._remove import _copy_compile
+from tfprune._graph import copy_compile
 
 
 def set_slimming_penalty(model, l1=1e-4):
@@ -62,5 +62,5 @@ def set_slimming_penalty(model, l1=1e-4):
             "penalize. Network slimming needs BatchNormalization after the layers to prune."
         )
     copy.set_weights(model.get_weights())
-    _copy_compile(model, copy)
+    copy_compile(model, copy)
     return copy

@@ -13,7 +13,8 @@ last axis, or flattening), scalar Rescaling, Add/Subtract/Multiply/Average/Maxim
 (coupled), Concatenate; channels_last only. Anything else (LayerNormalization, attention,
 recurrent layers, grouped convolutions, raw ``keras.ops`` calls, shared layers, nested
 models) is copied unchanged, and a cut whose channels would flow into it is refused with an
-error naming it. Subclassed models (no readable graph) are refused.
+error naming it. Subclassed models (no readable graph) are refused. A custom layer is
+cut once ``register_layer(layer_class, family)`` tells how (subclass ``LayerFamily``).
 
 ``compact_embeddings(model)`` stores only the nonzero rows of Embedding tables (after whole
 rows were pruned), with outputs unchanged.
@@ -28,9 +29,10 @@ smaller = tfprune.surgery.remove_channels(model, {"conv1": [0, 3, 4]})
 ```
 """
 
+from tfprune._graph import LayerFamily, register_layer
 from tfprune.surgery._embedding import CompactEmbedding, compact_embeddings
 from tfprune.surgery._groups import CoupledGroup, coupled_groups
 from tfprune.surgery._remove import remove_channels, zero_channels
 
-__all__ = ["CompactEmbedding", "CoupledGroup", "compact_embeddings", "coupled_groups", "remove_channels",
-           "zero_channels"]
+__all__ = ["CompactEmbedding", "CoupledGroup", "LayerFamily", "compact_embeddings", "coupled_groups",
+           "register_layer", "remove_channels", "zero_channels"]

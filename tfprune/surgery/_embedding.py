@@ -12,7 +12,8 @@ import keras
 import numpy as np
 
 from tfprune._pruning import check_model, pruning_wrappers
-from tfprune.surgery._remove import _copy_compile, _list_names
+from tfprune._common.text import list_names
+from tfprune._graph import copy_compile
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
@@ -103,7 +104,7 @@ def compact_embeddings(model, layers=None):
     check_model(model, "compact_embeddings")
     wrapped = [wrapper.layer.name for wrapper in pruning_wrappers(model)]
     if wrapped:
-        raise ValueError(f"compact_embeddings: layers {_list_names(wrapped)} still have pruning wrappers. "
+        raise ValueError(f"compact_embeddings: layers {list_names(wrapped)} still have pruning wrappers. "
                          "Call tfprune.strip_pruning(model) first.")
     return _clone(model, _tables(model, layers))
 
@@ -116,10 +117,10 @@ def _tables(model, layers):
         for name in layers:
             if name not in names:
                 raise ValueError(f"compact_embeddings: the model has no layer '{name}'. "
-                                 f"Its Embedding layers: {_list_names(embeddings) or 'none'}.")
+                                 f"Its Embedding layers: {list_names(embeddings) or 'none'}.")
             if name not in embeddings:
                 raise ValueError(f"compact_embeddings: layer '{name}' is a {type(names[name]).__name__}; "
-                                 f"`layers` may name Embedding layers only ({_list_names(embeddings) or 'none'}).")
+                                 f"`layers` may name Embedding layers only ({list_names(embeddings) or 'none'}).")
     tables = {}
     for name, layer in embeddings.items():
         if layers is not None and name not in layers:
@@ -151,5 +152,5 @@ def _clone(model, tables):
             target.embeddings.assign(compact)
         else:
             target.set_weights(source.get_weights())
-    _copy_compile(model, new)
+    copy_compile(model, new)
     return new

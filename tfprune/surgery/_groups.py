@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from tfprune.surgery._channels import ChannelAnalysis
+from tfprune._graph import ChannelAnalysis
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,16 +50,12 @@ def coupled_groups(model):
     """
     analysis = ChannelAnalysis(model)
     groups = []
-    for unit in analysis.units():
-        reason = None
-        for r, blocked in zip(unit.roots.tolist(), unit.blocked.tolist()):
-            if blocked:
-                reason = analysis.block_reason[r]
-                break
+    for group in analysis.coupled_groups():
+        blocked = group.unions[group.blocked].tolist()
         groups.append(
             CoupledGroup(
-                layers=tuple(unit.layers), channels=len(unit.roots),
-                removable=int((~unit.blocked).sum()), blocked_by=reason,
+                layers=tuple(group.layers), channels=len(group.unions), removable=int((~group.blocked).sum()),
+                blocked_by=analysis.block_reason[blocked[0]] if blocked else None,
             )
         )
     return groups

@@ -1,22 +1,14 @@
 """Rebuilds a model without some channels, copying the weights that remain."""
 
 import collections.abc
-import warnings
 
-import keras
 import numpy as np
 
-from tfprune.surgery import _layers
-from tfprune.surgery._channels import ChannelAnalysis
+from tfprune._common.text import list_names
+from tfprune._graph import SUPPORTED, ChannelAnalysis, rebuild_model, zero_cut
 
 
-def _list_names(names, limit=12):
-    names = list(names)
-    shown = ", ".join(repr(n) for n in names[:limit])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-
-
-def roots_for(analysis, channels, argument="channels"):
+def unions_for(analysis, channels, argument="channels"):
     """Validates ``{layer_name: [channel indices]}`` and returns the channel unions it removes."""
     if not isinstance(channels, collections.abc.Mapping):
         raise TypeError(
@@ -43,7 +35,7 @@ def roots_for(analysis, channels, argument="channels"):
         blocked = analysis.block_reason_for(name, indices.tolist())
         if blocked is not None:
             channel, why = blocked
-            supported = f" Layers a cut can pass through: {_layers.SUPPORTED}." if ("into" in why or "out of" in why) else ""
+            supported = f" Layers a cut can pass through: {SUPPORTED}." if ("into" in why or "out of" in why) else ""
             raise ValueError(f"Channel {channel} of '{name}' cannot be removed: {why}.{supported}")
         removed.update(analysis.roots_of(name)[indices].tolist())
     check_not_empty(analysis, removed)
@@ -58,14 +50,14 @@ def _not_a_producer(analysis, name, argument):
         if gnode.outputs and gnode.outputs[0] in analysis.ids:
             roots = set(analysis.root[analysis.ids[gnode.outputs[0]]].tolist())
             feeding = [p for p in analysis.producers if roots & set(analysis.roots_of(p).tolist())]
-        hint = f" Its channels come from {_list_names(feeding)}: name that layer." if feeding else ""
+        hint = f" Its channels come from {list_names(feeding)}: name that layer." if feeding else ""
         return (
             f"`{argument}` names '{name}' ({type(gnode.operation).__name__}), which does not make output "
             f"channels of its own. Name a Conv, Dense, SeparableConv or ConvTranspose layer.{hint}"
         )
     return (
         f"`{argument}` names '{name}', which is not a layer of model '{analysis.model.name}'. Layers whose "
-        f"output channels can be removed: {_list_names(analysis.producers)}."
+        f"output channels can be removed: {list_names(analysis.producers)}."
     )
 
 
@@ -76,60 +68,11 @@ def check_not_empty(analysis, removed):
         roots = analysis.root[ids]
         if removed_mask[roots].all():
             others = [p for p in analysis.producers if p != unit_name and np.isin(analysis.roots_of(p), roots).any()]
-            coupled = f" (coupled with {_list_names(others)}, which lose the same channels)" if others else ""
+            coupled = f" (coupled with {list_names(others)}, which lose the same channels)" if others else ""
             raise ValueError(
                 f"This cut would remove all {len(ids)} output channels of '{unit_name}'{coupled}. A layer must "
                 "keep at least one channel: remove fewer."
             )
-
-
-def rebuild_model(analysis, removed):
-    """A new model without the channel unions in ``removed``; the original is left as it was."""
-    graph = analysis.graph
-    keeps = analysis.keep_masks(removed) if removed else {k: np.ones(len(v), bool) for k, v in analysis.ids.items()}
-    new = {}
-    for key in graph.input_keys:
-        tensor = graph.tensors[key]
-        new[key] = keras.Input(
-            batch_shape=tensor.shape, dtype=tensor.dtype, sparse=tensor.sparse, name=graph.input_layer_name(key)
-        )
-    built = {}
-    for index, gnode in enumerate(graph.nodes):
-        op = gnode.operation
-        if id(op) in built:
-            layer, weights = built[id(op)], None
-        else:
-            in_keeps = [keeps[k] for k in gnode.inputs]
-            out_keep = keeps[gnode.outputs[0]] if gnode.outputs else None
-            layer, weights = _layers.rebuild(analysis.kind[index], op, in_keeps, out_keep, gnode, graph)
-            built[id(op)] = layer
-        args, kwargs = gnode.node.arguments.fill_in(new)
-        outputs = layer(*args, **kwargs)
-        for key, tensor in zip(gnode.outputs, keras.tree.flatten(outputs)):
-            new[key] = tensor
-        if weights:
-            layer.set_weights(weights)
-    functional = graph.functional
-    if graph.is_sequential:
-        inputs = new[graph.input_keys[0]]
-        layers = [built[id(layer)] for layer in analysis.model.layers]
-        result = keras.Sequential([inputs] + layers, name=analysis.model.name)
-    else:
-        inputs = keras.tree.pack_sequence_as(functional._inputs_struct, [new[k] for k in graph.input_keys])
-        outputs = keras.tree.pack_sequence_as(functional._outputs_struct, [new[k] for k in graph.output_keys])
-        result = keras.Model(inputs, outputs, name=analysis.model.name)
-    _copy_compile(analysis.model, result)
-    return result
-
-
-def _copy_compile(source, target):
-    config = source.get_compile_config() if getattr(source, "compiled", False) else None
-    if not config:
-        return
-    try:
-        target.compile_from_config(config)
-    except Exception as err:  # custom losses or metrics that do not deserialize
-        warnings.warn(f"The smaller model could not be compiled like the original ({err}); compile it yourself.")
 
 
 def remove_channels(model, channels):
@@ -175,7 +118,7 @@ def remove_channels(model, channels):
     ```
     """
     analysis = ChannelAnalysis(model)
-    return rebuild_model(analysis, roots_for(analysis, channels))
+    return rebuild_model(analysis, unions_for(analysis, channels))
 
 
 def zero_channels(model, channels):
@@ -203,53 +146,8 @@ def zero_channels(model, channels):
     ```
     """
     analysis = ChannelAnalysis(model)
-    removed = roots_for(analysis, channels)
+    removed = unions_for(analysis, channels)
     copy = rebuild_model(analysis, set())
-    keeps = analysis.keep_masks(removed) if removed else None
-    if keeps is None:
-        return copy
-    by_name = {layer.name: layer for layer in copy.layers}
-    for index, gnode in enumerate(analysis.graph.nodes):
-        kind = analysis.kind[index]
-        layer = by_name.get(gnode.name)
-        if layer is None or kind not in ("producer", "depthwise", "channelwise"):
-            continue
-        weights = {w.name: w for w in layer.weights}
-        if kind == "producer":
-            drop = ~keeps[gnode.outputs[0]]
-            if "pointwise_kernel" in weights:
-                _zero_last(weights["pointwise_kernel"], drop)
-            elif isinstance(layer, _layers.PRODUCER_TRANSPOSE):
-                _zero_axis(weights["kernel"], drop, -2)
-            else:
-                _zero_last(weights["kernel"], drop)
-        elif kind == "depthwise":
-            drop = ~keeps[gnode.outputs[0]]
-            kernel = weights["kernel"]
-            _zero_last(kernel, drop, reshape=True)
-        else:
-            drop = ~keeps[gnode.inputs[0]]
-            for name in ("gamma", "beta"):
-                if name in weights:
-                    _zero_last(weights[name], drop)
-            continue
-        if "bias" in weights:
-            _zero_last(weights["bias"], drop)
+    if removed:
+        zero_cut(analysis, copy, removed)
     return copy
-
-
-def _zero_last(variable, drop, reshape=False):
-    value = keras.ops.convert_to_numpy(variable).copy()
-    if reshape:  # depthwise kernel (..., in, multiplier): output channel c*m + j
-        flat = value.reshape(value.shape[:-2] + (-1,))
-        flat[..., drop] = 0
-        value = flat.reshape(value.shape)
-    else:
-        value[..., drop] = 0
-    variable.assign(value)
-
-
-def _zero_axis(variable, drop, axis):
-    value = np.moveaxis(keras.ops.convert_to_numpy(variable).copy(), axis, -1)
-    value[..., drop] = 0
-    variable.assign(np.moveaxis(value, -1, axis))

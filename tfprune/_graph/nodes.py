@@ -4,6 +4,8 @@ import dataclasses
 
 import keras
 
+from tfprune._common import keras_internals
+
 
 @dataclasses.dataclass
 class GraphNode:
@@ -39,7 +41,7 @@ class Graph:
                 f"Sequential model '{model.name}' is not built, so its graph is unknown. Start it with "
                 "keras.Input(shape) or call model.build(input_shape) first."
             )
-        if not hasattr(functional, "_nodes_by_depth"):
+        if not keras_internals.is_functional(functional):
             raise ValueError(
                 f"Model '{model.name}' is a subclassed keras.Model ({type(model).__name__}): its call() is "
                 "Python code whose graph cannot be read. tfprune.surgery supports Sequential and Functional "
@@ -54,8 +56,9 @@ class Graph:
             self.tensors[tensor_key(tensor)] = tensor
         calls = {}
         ordered = []
-        for depth in sorted(functional._nodes_by_depth, reverse=True):
-            for node in functional._nodes_by_depth[depth]:
+        by_depth = keras_internals.nodes_by_depth(functional)
+        for depth in sorted(by_depth, reverse=True):
+            for node in by_depth[depth]:
                 if node.is_input:
                     continue
                 ordered.append(node)
@@ -83,10 +86,6 @@ class Graph:
 
     def shape(self, key):
         return tuple(self.tensors[key].shape)
-
-    def channels(self, key):
-        shape = self.shape(key)
-        return shape[-1] if len(shape) > 1 else None
 
     def input_layer_name(self, key):
         tensor = self.tensors[key]

@@ -1,0 +1,46 @@
+"""The model's layer graph and its channels, shared by ``tfprune.structured`` and ``tfprune.surgery`` (private).
+
+Vocabulary:
+
+* a *producer* makes output channels of its own (Conv, Dense, ...); every channel it makes
+  gets a *channel id*;
+* ids that must be removed together (tied by Add, Multiply, ...) form a *channel union*,
+  named by its root id (``ChannelAnalysis.root[id]``, ``roots_of(layer)``);
+* producers sharing channel unions form a *coupled group* (``ChannelGroup`` here, shown to
+  users as ``tfprune.surgery.CoupledGroup``);
+* a *layer family* (``LayerFamily``) says how one kind of layer is cut; ``register_layer``
+  adds one for a layer class.
+
+Modules: ``nodes`` (the graph), ``families`` (the families and their registry), ``channels``
+(the union-find over channel ids), ``rebuild`` (a model rebuilt with sliced weights).
+"""
+
+from tfprune._graph.channels import ChannelAnalysis, ChannelGroup
+from tfprune._graph.families import (
+    ACTIVATIONS,
+    OPAQUE,
+    SUPPORTED,
+    LayerFamily,
+    family_of,
+    output_filters,
+    register_layer,
+)
+from tfprune._graph.nodes import Graph, GraphNode
+from tfprune._graph.rebuild import copy_compile, rebuild_model, zero_cut
+
+__all__ = [
+    "ACTIVATIONS",
+    "OPAQUE",
+    "SUPPORTED",
+    "ChannelAnalysis",
+    "ChannelGroup",
+    "Graph",
+    "GraphNode",
+    "LayerFamily",
+    "copy_compile",
+    "family_of",
+    "output_filters",
+    "rebuild_model",
+    "register_layer",
+    "zero_cut",
+]
