@@ -314,16 +314,16 @@ def _channel_widths(model):
 
 
 def _kernels(model):
-    from tfprune._pruning.wrapper import PruneLowMagnitude
+    from tfprune._pruning.base import PruningWrapper
 
     kernels = {}
     for layer in _layers(model):
-        inner = layer.layer if isinstance(layer, PruneLowMagnitude) else layer
+        inner = layer.layer if isinstance(layer, PruningWrapper) else layer
         kernel = getattr(inner, "kernel", None)
         if kernel is None or not hasattr(kernel, "shape"):
             continue
         value = keras.ops.convert_to_numpy(kernel)
-        if isinstance(layer, PruneLowMagnitude):
+        if isinstance(layer, PruningWrapper):
             mask = dict(zip(map(id, layer.pruned_weights), layer.masks)).get(id(kernel))
             value = value * keras.ops.convert_to_numpy(mask) if mask is not None else value
         kernels[inner.name] = value

@@ -18,7 +18,7 @@ from tfprune._pruning.history import SparsityHistory
 from tfprune._pruning.registry import PrunableLayer
 from tfprune._pruning.report import SparsityReport, sparsity_report
 from tfprune._pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
-from tfprune._pruning.splicing import DynamicSurgery
+from tfprune._pruning.dynamic_surgery import DynamicSurgery
 from tfprune._pruning.wrapper import PruneLowMagnitude
 
 __all__ = [

@@ -9,8 +9,9 @@ import uuid
 import keras
 
 from tfprune._pruning import registry
-from tfprune._pruning import splicing
+from tfprune._pruning import dynamic_surgery as splicing
 from tfprune._pruning.schedules import ConstantSparsity
+from tfprune._pruning.base import PruningWrapper
 from tfprune._pruning.wrapper import PruneLowMagnitude, validate_arguments
 
 # Keras does not export the Functional class; this path is stable across 3.x.
@@ -325,7 +326,7 @@ def strip_pruning(model):
     print(tfprune.sparsity_report(final))
     ```
     """
-    if isinstance(model, PruneLowMagnitude):
+    if isinstance(model, PruningWrapper):
         return _strip_layer(model)
     if not isinstance(model, keras.Model):
         raise ValueError(
@@ -337,9 +338,9 @@ def strip_pruning(model):
 
 def pruning_wrappers(model):
     """All ``PruneLowMagnitude`` layers in ``model``, nested models included, in order."""
-    if isinstance(model, PruneLowMagnitude):
+    if isinstance(model, PruningWrapper):
         return [model]
-    return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, PruneLowMagnitude)]
+    return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, PruningWrapper)]
 
 
 # -- helpers -------------------------------------------------------------
@@ -377,7 +378,7 @@ def _reject_pruned(model):
 def _check_explicit(layer, caller):
     if isinstance(layer, keras.Model):
         raise ValueError(f"{caller}: pass the model '{layer.name}' on its own, not inside a list of layers.")
-    if isinstance(layer, PruneLowMagnitude):
+    if isinstance(layer, PruningWrapper):
         raise ValueError(
             f"{caller}: layer '{layer.layer.name}' is already wrapped for pruning. "
             "Call tfprune.strip_pruning first to start again."
@@ -432,7 +433,7 @@ def _wrap_model(model, wrap, chosen, caller="prune_low_magnitude"):
 
 
 def _strip_clone_function(layer):
-    if isinstance(layer, PruneLowMagnitude):
+    if isinstance(layer, PruningWrapper):
         return _strip_layer(layer)
     if isinstance(layer, keras.Model):
         return strip_pruning(layer)

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from tfprune._pruning import registry
-from tfprune._pruning.wrapper import PruneLowMagnitude
+from tfprune._pruning.base import PruningWrapper
 
 
 class SparsityReport:
@@ -90,10 +90,10 @@ def sparsity_report(model):
     """
     rows = []
     for layer in _leaf_layers(model):
-        inner = layer.layer if isinstance(layer, PruneLowMagnitude) else layer
-        weights = (layer.pruned_weights if isinstance(layer, PruneLowMagnitude)
+        inner = layer.layer if isinstance(layer, PruningWrapper) else layer
+        weights = (layer.pruned_weights if isinstance(layer, PruningWrapper)
                    else registry.prunable_weights(inner, explicit=True)) or []
-        masks = dict(zip(map(id, layer.pruned_weights), layer.masks)) if isinstance(layer, PruneLowMagnitude) else {}
+        masks = dict(zip(map(id, layer.pruned_weights), layer.masks)) if isinstance(layer, PruningWrapper) else {}
         for weight in weights:
             value = _effective(weight, masks)
             nonzero = int(np.count_nonzero(value))
@@ -106,7 +106,7 @@ def sparsity_report(model):
                 "nonzero": nonzero,
                 "sparsity": 1.0 - nonzero / value.size if value.size else 0.0,
             })
-    masks = {id(w): m for wrapper in _leaf_layers(model) if isinstance(wrapper, PruneLowMagnitude)
+    masks = {id(w): m for wrapper in _leaf_layers(model) if isinstance(wrapper, PruningWrapper)
              for w, m in zip(wrapper.pruned_weights, wrapper.masks)}
     all_values = [_effective(w, masks) for w in _model_params(model)]
     total = int(sum(v.size for v in all_values))
@@ -125,7 +125,7 @@ def _leaf_layers(model):
 
 def _model_params(model):
     # Masks, thresholds and steps are bookkeeping, not parameters of the network.
-    bookkeeping = {id(v) for w in _leaf_layers(model) if isinstance(w, PruneLowMagnitude)
+    bookkeeping = {id(v) for w in _leaf_layers(model) if isinstance(w, PruningWrapper)
                    for v in w.bookkeeping_variables()}
     return [v for v in model.weights if id(v) not in bookkeeping]
 

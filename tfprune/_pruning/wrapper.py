@@ -19,18 +19,11 @@ import numpy as np
 
 from tfprune._pruning import masks as mask_lib
 from tfprune._pruning import registry
+from tfprune._pruning.base import _PACKAGE, PruningWrapper
 from tfprune._pruning.schedules import ConstantSparsity, PruningSchedule
 
-_PACKAGE = "tfprune"
 GRANULARITIES = ("layer", "global")
 POOLING_TYPES = ("AVG", "MAX")
-
-_NO_CALLBACK = (
-    "A pruned layer is being trained without the tfprune.UpdatePruningStep callback. "
-    "Add it to fit: model.fit(..., callbacks=[tfprune.UpdatePruningStep()]). In a custom "
-    "training loop, call callback.set_model(model), then on_train_begin() once and "
-    "on_train_batch_begin(step) / on_train_batch_end(step) around every step."
-)
 
 
 class _MaskConstraint(keras.constraints.Constraint):
@@ -47,7 +40,7 @@ class _MaskConstraint(keras.constraints.Constraint):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class PruneLowMagnitude(keras.layers.Wrapper):
+class PruneLowMagnitude(PruningWrapper):
     """Wraps a layer so that its prunable weights are masked by magnitude.
 
     Created by ``tfprune.prune_low_magnitude``; use that function rather than
@@ -93,11 +86,6 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         row_importance=None,
         **kwargs,
     ):
-        if isinstance(layer, PruneLowMagnitude):
-            raise ValueError(
-                f"Layer '{layer.name}' is already wrapped for pruning; pruning twice is not "
-                "supported. Call tfprune.strip_pruning first to start again."
-            )
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         super().__init__(layer, **kwargs)
         if pruning_schedule is None:
@@ -112,34 +100,12 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.global_group = global_group
         validate_arguments(layer.name, pruning_schedule, self.block_size, block_pooling_type, self.sparsity_m_by_n, granularity)
         self.row_importance = validate_row_importance(layer.name, row_importance, self.sparsity_m_by_n, granularity)
-        self.pruned_weights = []
-        self.masks = []
-        self.thresholds = []
-        self.pruning_step = None
-        # Set by UpdatePruningStep.on_train_begin; not saved, so a loaded
-        # model must be trained with the callback too.
-        self.driven_by_callback = False
         if layer.built:
             self._build_pruning_state()
 
     # -- building ---------------------------------------------------------
 
-    def build(self, input_shape=None):
-        if not self.layer.built:
-            self.layer.build(input_shape)
-        self._build_pruning_state()
-
-    def get_build_config(self):
-        return {"layer": self.layer.get_build_config()}
-
-    def build_from_config(self, config):
-        if not self.built and config and config.get("layer"):
-            self.layer.build_from_config(config["layer"])
-            self._build_pruning_state()
-
-    def _build_pruning_state(self):
-        if self.pruning_step is not None:
-            return
+    def _create_state(self):
         weights = registry.prunable_weights(self.layer, explicit=True)
         if not weights:
             raise ValueError(
@@ -152,42 +118,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             validate_rows(self.layer, weights, self.row_importance)
         self.pruned_weights = weights
         for i, weight in enumerate(weights):
-            mask = self.add_weight(
-                name=f"mask_{i}", shape=weight.shape, dtype=weight.dtype,
-                initializer="ones", trainable=False, autocast=False,
-                aggregation="only_first_replica",
-            )
-            threshold = self.add_weight(
-                name=f"threshold_{i}", shape=(), dtype="float32",
-                initializer="zeros", trainable=False, autocast=False,
-                aggregation="only_first_replica",
-            )
+            mask = self._add_mask(i, weight)
             weight.constraint = _MaskConstraint(mask, weight.constraint)
-            self.masks.append(mask)
-            self.thresholds.append(threshold)
-        # -1 until UpdatePruningStep starts training.
-        self.pruning_step = self.add_weight(
-            name="pruning_step", shape=(), dtype="int64",
-            initializer=keras.initializers.Constant(-1), trainable=False,
-            autocast=False, aggregation="only_first_replica",
-        )
-        self.built = True
-
-    def bookkeeping_variables(self):
-        """The wrapper's own state (masks, thresholds, step): not parameters of the network."""
-        return self.masks + self.thresholds + [self.pruning_step]
-
-    def start_training(self):
-        """Called by ``UpdatePruningStep`` when ``fit`` starts; magnitude pruning needs nothing here."""
 
     # -- forward pass -----------------------------------------------------
 
     def call(self, inputs, *args, training=None, **kwargs):
         if training:
-            # Checked while the train step is traced, not with a graph assert:
-            # XLA (jit_compile=True) drops asserts.
-            if not self.driven_by_callback:
-                raise RuntimeError(_NO_CALLBACK)
+            self._require_callback()
             self.pruning_step.assign_add(1)
         return self.layer(inputs, *args, **kwargs)
 
@@ -212,13 +150,12 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def assign_masks(self, full_masks, thresholds):
         """Stores new masks and thresholds, and zeroes the newly pruned weights."""
-        for weight, mask_var, thr_var, mask, thr in zip(
-            self.pruned_weights, self.masks, self.thresholds, full_masks, thresholds
-        ):
-            mask = mask.astype(mask_var.dtype)
-            mask_var.assign(mask)
+        for mask_var, thr_var, mask, thr in zip(self.masks, self.thresholds, full_masks, thresholds):
+            mask_var.assign(mask.astype(mask_var.dtype))
             thr_var.assign(thr)
-            weight.assign(keras.ops.convert_to_numpy(weight) * mask)
+        masked = self.masked_values()
+        for weight in self.pruned_weights:
+            weight.assign(masked[id(weight)])
 
     def update_masks(self, sparsity):
         """Recomputes this layer's masks for ``sparsity`` (per-layer or m:n ranking)."""

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfprune._pruning import registry
-from tfprune._pruning.wrapper import _NO_CALLBACK, _PACKAGE, PruneLowMagnitude
+from tfprune._pruning.base import _PACKAGE, PruningWrapper
 
 # The authors' own defaults: the example in their README (LeNet-5's ip1) sets
 # gamma 0.0001, power 1, c_rate 4, iter_stop 14000.
@@ -43,7 +43,7 @@ _LOWER, _UPPER = 0.9, 1.1
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class DynamicSurgery(PruneLowMagnitude):
+class DynamicSurgery(PruningWrapper):
     """Wraps a layer for dynamic network surgery (pruning with splicing).
 
     Created by ``tfprune.dynamic_surgery``; use that function rather than this
@@ -87,14 +87,12 @@ class DynamicSurgery(PruneLowMagnitude):
         self.spliced_count = None
         self.mask_updates = None
         super().__init__(layer, **kwargs)
-        # No schedule: the masks change inside the train step, by the rule above.
-        self.pruning_schedule = None
+        if layer.built:
+            self._build_pruning_state()
 
     # -- building ---------------------------------------------------------
 
-    def _build_pruning_state(self):
-        if self.pruning_step is not None:
-            return
+    def _create_state(self):
         weights = surgery_weights(self.layer, self.prune_bias)
         if not weights:
             raise ValueError(
@@ -105,18 +103,11 @@ class DynamicSurgery(PruneLowMagnitude):
         for i, weight in enumerate(weights):
             # Masks only: unlike PruneLowMagnitude, no constraint zeroes the
             # stored weights, so pruned weights keep learning.
-            self.masks.append(self._state(f"mask_{i}", weight.shape, weight.dtype, "ones"))
-            self.thresholds.append(self._state(f"threshold_{i}", (), "float32", "zeros"))
+            self._add_mask(i, weight)
         self.statistics = self._state("statistics", (2,), "float32", "zeros")  # mu, sigma of |W|
         self.pruned_count = self._state("pruned_count", (), "int64", "zeros")
         self.spliced_count = self._state("spliced_count", (), "int64", "zeros")
         self.mask_updates = self._state("mask_updates", (), "int64", "zeros")
-        self.pruning_step = self._state("pruning_step", (), "int64", keras.initializers.Constant(-1))
-        self.built = True
-
-    def _state(self, name, shape, dtype, initializer):
-        return self.add_weight(name=name, shape=shape, dtype=dtype, initializer=initializer, trainable=False,
-                               autocast=False, aggregation="only_first_replica")
 
     def bookkeeping_variables(self):
         return super().bookkeeping_variables() + [
@@ -128,8 +119,7 @@ class DynamicSurgery(PruneLowMagnitude):
         """At the first training step, measures ``|W|`` and sets the thresholds."""
         if int(self.pruning_step.numpy()) > 0:
             return  # resumed: the statistics were saved with the model
-        values = [keras.ops.convert_to_numpy(w) * keras.ops.convert_to_numpy(m)
-                  for w, m in zip(self.pruned_weights, self.masks)]
+        values = list(self.masked_values().values())
         magnitudes = np.abs(np.concatenate([v.ravel() for v in values])).astype(np.float64)
         magnitudes = magnitudes[magnitudes != 0]
         mu = float(magnitudes.mean()) if magnitudes.size else 0.0
@@ -190,8 +180,7 @@ class DynamicSurgery(PruneLowMagnitude):
 
     def call(self, inputs, *args, training=None, **kwargs):
         if training:
-            if not self.driven_by_callback:
-                raise RuntimeError(_NO_CALLBACK)
+            self._require_callback()
             self._surgery_step()
             self.pruning_step.assign_add(1)
         mapping = []
@@ -204,16 +193,10 @@ class DynamicSurgery(PruneLowMagnitude):
         with keras.StatelessScope(state_mapping=mapping):
             return self.layer(inputs, *args, **kwargs)
 
-    # -- what the rest of tfprune asks of a wrapper -----------------------
-
-    def weight_scores(self):
-        raise NotImplementedError("dynamic_surgery layers are not ranked by magnitude; their masks update in fit.")
-
-    def update_masks(self, sparsity):
-        raise NotImplementedError("dynamic_surgery layers update their masks inside the train step.")
+    # -- serialization ----------------------------------------------------
 
     def get_config(self):
-        config = keras.layers.Wrapper.get_config(self)
+        config = super().get_config()
         config.update({
             "c": self.c, "gamma": self.gamma, "power": self.power, "iter_stop": self.iter_stop,
             "seed": self.seed, "prune_bias": self.prune_bias,
