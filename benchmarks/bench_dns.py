@@ -38,7 +38,7 @@ def main(argv=None):
         f"Command: `{command}` ({datetime.date.today()}; {minutes:.1f} min on this 2-core machine, "
         f"Python {platform.python_version()}). Full MNIST; test error on all 10,000 test images. "
         "Each network is trained dense (Adam), then `tfprune.dynamic_surgery` runs from the trained "
-        "weights with per-layer `c` from `tfprune.dynamic_surgery_c`, chosen so that the first mask update "
+        "weights with per-layer `c` from `tfprune.dynamic_surgery_c_for_sparsity`, chosen so that the first mask update "
         "keeps `kept_scale` times the paper's per-layer fractions (splicing and weight decay move it from "
         "there), SGD with momentum 0.9, a cosine learning rate from 0.01 and decoupled weight decay; masks "
         "stop changing after `stop_fraction` of the steps (`iter_stop`). Settings per network (the "

@@ -181,9 +181,16 @@ def test_export_strips_surgery_wrappers(tmp_path):
     assert len(stored) == 2 and sum(t["nonzero"] for t in stored) == nonzero
 
 
-def test_dynamic_surgery_c_hits_the_requested_first_sparsity():
+def test_deprecated_dynamic_surgery_c_warns_and_gives_the_same_c():
     base = mlp()
-    c = tfprune.dynamic_surgery_c(base, {"fc1": 0.9, "fc2": 0.5})
+    with pytest.warns(DeprecationWarning, match="dynamic_surgery_c_for_sparsity"):
+        old = tfprune.dynamic_surgery_c(base, {"fc1": 0.9})
+    assert old == tfprune.dynamic_surgery_c_for_sparsity(base, {"fc1": 0.9})
+
+
+def test_dynamic_surgery_c_for_sparsity_hits_the_requested_first_sparsity():
+    base = mlp()
+    c = tfprune.dynamic_surgery_c_for_sparsity(base, {"fc1": 0.9, "fc2": 0.5})
     x, y = data(n=16)
     model = compile_sgd(tfprune.dynamic_surgery(base, c=c, iter_stop=1), learning_rate=0.0)
     fit(model, x, y)

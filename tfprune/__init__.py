@@ -32,14 +32,26 @@ if _keras.backend.backend() != "tensorflow":  # pragma: no cover
         f"'{_keras.backend.backend()}'. Set KERAS_BACKEND=tensorflow before importing keras."
     )
 
-from tfprune._pruning.api import PruningPolicy, dynamic_surgery, dynamic_surgery_c, prune_low_magnitude, strip_pruning
-from tfprune._pruning.callbacks import PruningSummaries, UpdatePruningStep
-from tfprune._pruning.history import SparsityHistory
-from tfprune._pruning.registry import PrunableLayer
-from tfprune._pruning.report import SparsityReport, sparsity_report
-from tfprune._pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
-from tfprune._pruning.dynamic_surgery import DynamicSurgery
-from tfprune._pruning.wrapper import PruneLowMagnitude
+from tfprune._pruning import (  # the user-facing names of the pruning package's face
+    ConstantSparsity,
+    DynamicSurgery,
+    PolynomialDecay,
+    PrunableLayer,
+    PruneLowMagnitude,
+    PruningPolicy,
+    PruningSchedule,
+    PruningSummaries,
+    PruningWrapper,
+    SparsityHistory,
+    SparsityReport,
+    UpdatePruningStep,
+    dynamic_surgery,
+    dynamic_surgery_c,
+    dynamic_surgery_c_for_sparsity,
+    prune_low_magnitude,
+    sparsity_report,
+    strip_pruning,
+)
 
 # Subpackages, reachable as tfprune.export.to_tflite, tfprune.structured.prune, ...
 from tfprune import datasets, export, plots, structured, surgery  # noqa: E402  (after the names they import)
@@ -50,6 +62,7 @@ __all__ = [
     "PolynomialDecay",
     "PrunableLayer",
     "PruneLowMagnitude",
+    "PruningWrapper",
     "PruningPolicy",
     "PruningSchedule",
     "PruningSummaries",
@@ -58,6 +71,7 @@ __all__ = [
     "UpdatePruningStep",
     "dynamic_surgery",
     "dynamic_surgery_c",
+    "dynamic_surgery_c_for_sparsity",
     "prune_low_magnitude",
     "sparsity_report",
     "strip_pruning",

@@ -135,7 +135,7 @@ def compression(model):
 # ## Surgery
 #
 # `c` sets how much of a layer is cut. The authors tune it by hand per layer;
-# `tfprune.dynamic_surgery_c` gives, for each layer, the `c` whose first mask
+# `tfprune.dynamic_surgery_c_for_sparsity` gives, for each layer, the `c` whose first mask
 # update prunes a chosen multiple of the paper's own per-layer rates.
 # SGD with momentum then trains all weights with the gradient of `W * T`;
 # masks are updated with probability `(1 + gamma * iter) ** -1` until
@@ -155,7 +155,7 @@ def settings(name, args):
 def surgery(baseline, name, s, x_train, y_train, args):
     steps = int(np.ceil(len(x_train) / BATCH)) * s["surgery_epochs"]
     kept = {layer: min(1.0, rate * s["kept_scale"]) for layer, rate in PAPER_KEPT[name].items()}
-    c = tfprune.dynamic_surgery_c(baseline, {layer: 1.0 - k for layer, k in kept.items()})
+    c = tfprune.dynamic_surgery_c_for_sparsity(baseline, {layer: 1.0 - k for layer, k in kept.items()})
     print(f"\n{name}: surgery for {steps} steps, {s}, c = " + ", ".join(f"{k} {v:.2f}" for k, v in c.items()))
     model = tfprune.dynamic_surgery(baseline, c=c, iter_stop=int(steps * s["stop_fraction"]), seed=0)
     compile_model(model, surgery_optimizer(args, steps, s["weight_decay"]))

@@ -9,6 +9,7 @@ from tfprune._pruning.api import (
     check_model,
     dynamic_surgery,
     dynamic_surgery_c,
+    dynamic_surgery_c_for_sparsity,
     prune_low_magnitude,
     pruning_wrappers,
     strip_pruning,
@@ -18,6 +19,7 @@ from tfprune._pruning.history import SparsityHistory
 from tfprune._pruning.registry import PrunableLayer
 from tfprune._pruning.report import SparsityReport, sparsity_report
 from tfprune._pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
+from tfprune._pruning.base import PruningWrapper
 from tfprune._pruning.dynamic_surgery import DynamicSurgery
 from tfprune._pruning.wrapper import PruneLowMagnitude
 
@@ -27,6 +29,7 @@ __all__ = [
     "PolynomialDecay",
     "PrunableLayer",
     "PruneLowMagnitude",
+    "PruningWrapper",
     "PruningPolicy",
     "PruningSchedule",
     "PruningSummaries",
@@ -36,6 +39,7 @@ __all__ = [
     "check_model",
     "dynamic_surgery",
     "dynamic_surgery_c",
+    "dynamic_surgery_c_for_sparsity",
     "prune_low_magnitude",
     "pruning_wrappers",
     "sparsity_report",

@@ -5,17 +5,17 @@ and its constraints, whatever happens to the returned model.
 """
 
 import uuid
+import warnings
 
 import keras
 
+from tfprune._common import keras_internals
+from tfprune._common.layers import walk_layers
+from tfprune._pruning import dynamic_surgery as surgery_lib
 from tfprune._pruning import registry
-from tfprune._pruning import dynamic_surgery as splicing
-from tfprune._pruning.schedules import ConstantSparsity
 from tfprune._pruning.base import PruningWrapper
+from tfprune._pruning.schedules import ConstantSparsity
 from tfprune._pruning.wrapper import PruneLowMagnitude, validate_arguments
-
-# Keras does not export the Functional class; this path is stable across 3.x.
-from keras.src.models.functional import Functional as _Functional
 
 
 class PruningPolicy:
@@ -170,15 +170,15 @@ def prune_low_magnitude(
 
 def dynamic_surgery(
     to_prune,
-    c=splicing.DEFAULT_C,
-    gamma=splicing.DEFAULT_GAMMA,
-    power=splicing.DEFAULT_POWER,
-    iter_stop=splicing.DEFAULT_ITER_STOP,
+    c=surgery_lib.DEFAULT_C,
+    gamma=surgery_lib.DEFAULT_GAMMA,
+    power=surgery_lib.DEFAULT_POWER,
+    iter_stop=surgery_lib.DEFAULT_ITER_STOP,
     seed=0,
     prune_bias=True,
     pruning_policy=None,
 ):
-    """Prepares a layer or model for dynamic network surgery: pruning with splicing.
+    """Prepares a layer or model for dynamic network surgery: pruning with surgery_lib.
 
     Guo, Yao & Chen 2016, "Dynamic Network Surgery for Efficient DNNs". Each
     wrapped layer keeps its weights ``W`` dense and computes with ``W * T``,
@@ -232,7 +232,7 @@ def dynamic_surgery(
     name = getattr(to_prune, "name", type(to_prune).__name__)
     per_layer = dict(c) if isinstance(c, dict) else None
     for layer_c in (per_layer.values() if per_layer is not None else [c]):
-        splicing.validate_surgery_arguments(name, layer_c, gamma, power, iter_stop, seed)
+        surgery_lib.validate_surgery_arguments(name, layer_c, gamma, power, iter_stop, seed)
     options = {"gamma": gamma, "power": power, "iter_stop": iter_stop, "prune_bias": prune_bias}
     counter = iter(range(1 << 30))
 
@@ -243,7 +243,7 @@ def dynamic_surgery(
                 f"dynamic_surgery: layer '{layer.name}' ({type(layer).__name__}) cannot be pruned. "
                 f"Supported: {registry.SUPPORTED_LAYERS}."
             )
-        return splicing.DynamicSurgery(_clone_layer(layer), c=layer_c, seed=seed + next(counter), **options)
+        return surgery_lib.DynamicSurgery(_clone_layer(layer), c=layer_c, seed=seed + next(counter), **options)
 
     if isinstance(to_prune, (list, tuple)):
         return [wrap(_check_explicit(layer, "dynamic_surgery"), True) for layer in to_prune]
@@ -269,7 +269,7 @@ def dynamic_surgery(
     )
 
 
-def dynamic_surgery_c(model, sparsity, prune_bias=True):
+def dynamic_surgery_c_for_sparsity(model, sparsity, prune_bias=True):
     """Per-layer ``c`` for ``dynamic_surgery`` from the sparsity each layer should start at.
 
     Inverts the mask rule on the model's current weights: with layer
@@ -289,17 +289,33 @@ def dynamic_surgery_c(model, sparsity, prune_bias=True):
     Example:
 
     ```python
-    c = tfprune.dynamic_surgery_c(trained, {"fc1": 0.98, "fc2": 0.98, "fc3": 0.94})
+    c = tfprune.dynamic_surgery_c_for_sparsity(trained, {"fc1": 0.98, "fc2": 0.98, "fc3": 0.94})
     surgery = tfprune.dynamic_surgery(trained, c=c)
     ```
     """
-    _check_named_layers(model, sparsity, "dynamic_surgery_c", "sparsity")
-    layers = {layer.name: layer for layer in model._flatten_layers(include_self=False)}
+    _check_named_layers(model, sparsity, "dynamic_surgery_c_for_sparsity", "sparsity")
+    layers = {layer.name: layer for layer in walk_layers(model)}
     result = {}
     for name, fraction in sparsity.items():
-        values = [keras.ops.convert_to_numpy(w) for w in splicing.surgery_weights(layers[name], prune_bias)]
-        result[name] = splicing.c_for_sparsity(values, fraction)
+        values = [keras.ops.convert_to_numpy(w) for w in surgery_lib.surgery_weights(layers[name], prune_bias)]
+        result[name] = surgery_lib.c_for_sparsity(values, fraction)
     return result
+
+
+def dynamic_surgery_c(model, sparsity, prune_bias=True):
+    """Deprecated name of ``dynamic_surgery_c_for_sparsity`` (it read as "variant c"): the per-layer ``c`` for a starting sparsity.
+
+    Example:
+
+    ```python
+    c = tfprune.dynamic_surgery_c_for_sparsity(trained, {"fc1": 0.98})  # instead of dynamic_surgery_c
+    ```
+    """
+    warnings.warn(
+        "tfprune.dynamic_surgery_c is deprecated: call tfprune.dynamic_surgery_c_for_sparsity, which "
+        "returns the same per-layer c.", DeprecationWarning, stacklevel=2,
+    )
+    return dynamic_surgery_c_for_sparsity(model, sparsity, prune_bias)
 
 
 def strip_pruning(model):
@@ -340,7 +356,7 @@ def pruning_wrappers(model):
     """All ``PruneLowMagnitude`` layers in ``model``, nested models included, in order."""
     if isinstance(model, PruningWrapper):
         return [model]
-    return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, PruningWrapper)]
+    return [layer for layer in walk_layers(model) if isinstance(layer, PruningWrapper)]
 
 
 # -- helpers -------------------------------------------------------------
@@ -351,7 +367,7 @@ def _is_single_layer(to_prune):
 
 
 def check_model(model, caller):
-    if not isinstance(model, (keras.Sequential, _Functional)):
+    if not (isinstance(model, keras.Sequential) or keras_internals.is_functional(model)):
         raise ValueError(
             f"{caller}: cannot copy the subclassed model '{model.name}' ({type(model).__name__}). "
             "Wrap its layers where the model creates them instead, e.g. "
@@ -387,7 +403,7 @@ def _check_explicit(layer, caller):
 
 
 def _check_named_layers(model, names, caller="dynamic_surgery", argument="c"):
-    layers = {layer.name: layer for layer in model._flatten_layers(include_self=False)}
+    layers = {layer.name: layer for layer in walk_layers(model)}
     for name in names:
         if name not in layers:
             raise ValueError(

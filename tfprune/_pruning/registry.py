@@ -8,6 +8,8 @@ only when the user passes that layer explicitly.
 
 import keras
 
+from tfprune._common import keras_internals
+
 
 class PrunableLayer:
     """Mixin for a custom layer that tells tfprune which weights to prune.
@@ -85,7 +87,7 @@ def prunable_weights(layer, explicit=False):
     if isinstance(layer, keras.layers.TimeDistributed):
         return prunable_weights(layer.layer, explicit)
     if isinstance(layer, keras.layers.MultiHeadAttention):
-        parts = (layer._query_dense, layer._key_dense, layer._value_dense, layer._output_dense)
+        parts = keras_internals.attention_projections(layer)
         return _join(*(prunable_weights(p) for p in parts))
     if isinstance(layer, keras.layers.RNN):
         return _cell_weights(layer.cell)
@@ -132,7 +134,7 @@ def input_axes(layer, weight):
     if isinstance(layer, (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)):
         return len(weight.shape) - 1  # kernel is (..., out, in)
     if isinstance(layer, keras.layers.MultiHeadAttention):
-        if weight is layer._output_dense.kernel:
+        if weight is layer.output_dense.kernel:
             return None  # (heads, key_dim, out): the input is two axes
         return 0
     if isinstance(layer, keras.layers.EinsumDense):

@@ -19,7 +19,7 @@ import numpy as np
 from tfprune._common import keras_internals
 from tfprune._common.layers import walk_layers
 from tfprune._common.text import first_line
-from tfprune._pruning import PruneLowMagnitude, strip_pruning
+from tfprune._pruning import PruningWrapper, strip_pruning
 from tfprune.export import _tf_keras_lstm
 from tfprune.export._quantization import DYNAMIC, FLOAT16
 
@@ -40,8 +40,8 @@ class InputSpec:
 
 def strip_wrappers(model):
     """The model without pruning wrappers (a copy if it had any; the model itself otherwise)."""
-    wrapped = isinstance(model, PruneLowMagnitude) or any(
-        isinstance(layer, PruneLowMagnitude) for layer in walk_layers(model)
+    wrapped = isinstance(model, PruningWrapper) or any(
+        isinstance(layer, PruningWrapper) for layer in walk_layers(model)
     )
     return strip_pruning(model) if wrapped else model
 
