@@ -11,7 +11,11 @@ import pathlib
 import sys
 
 from tfprune._common.text import first_line
-from tfprune.export import _quantization
+from tfprune.export import MODES
+
+# The CLI's choices come from the export's quantization modes, its one list of them.
+_BY_CLI_NAME = {mode.cli_name: mode for mode in MODES.values()}
+_IO_DTYPES = tuple(dict.fromkeys(dtype for mode in MODES.values() for dtype in mode.io_dtypes))
 
 EXIT_USAGE = 2
 
@@ -53,13 +57,14 @@ def build_parser():
     )
     export.add_argument("model", help="a .keras file")
     export.add_argument("-o", "--output", required=True, help="the .tflite file to write")
-    export.add_argument("--quantize", choices=tuple(_quantization.CLI_CHOICES), default=_quantization.FLOAT32.cli_name,
-                        help=_quantization.cli_help() + " (default: %(default)s)")
+    export.add_argument("--quantize", choices=tuple(_BY_CLI_NAME), default=MODES[None].cli_name,
+                        help=", ".join(f"{m.cli_name} ({m.description})" for m in MODES.values())
+                        + " (default: %(default)s)")
     export.add_argument("--representative", metavar="NPY",
                         help=".npy array of 100-500 typical inputs, shape (n, *input_shape), for int8")
     export.add_argument("--samples", metavar="NPY",
                         help=".npy inputs to compare Keras and TFLite on (default: --representative, else random)")
-    export.add_argument("--io-dtype", choices=_quantization.IO_DTYPES, default=_quantization.FLOAT_IO,
+    export.add_argument("--io-dtype", choices=_IO_DTYPES, default=_IO_DTYPES[0],
                         help="with --quantize int8: the dtype of the file's input and output (default: %(default)s)")
     export.add_argument("--sparse", choices=("auto", "true", "false"), default="auto",
                         help="sparse weight encoding: auto keeps it only if the default XNNPACK delegate "
@@ -122,7 +127,7 @@ def _export(args):
     samples = _load_npy(args.samples, "--samples")
     report = to_tflite(
         model, args.output,
-        quantization=_quantization.CLI_CHOICES[args.quantize],
+        quantization=_BY_CLI_NAME[args.quantize],
         representative_data=representative,
         sparse={"auto": "auto", "true": True, "false": False}[args.sparse],
         io_dtype=args.io_dtype,

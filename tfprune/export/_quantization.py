@@ -103,7 +103,6 @@ FLOAT16 = QuantizationMode(
 )
 
 MODES = {mode.name: mode for mode in (FLOAT32, DYNAMIC, INT8, FLOAT16)}
-CLI_CHOICES = {mode.cli_name: mode for mode in MODES.values()}
 
 
 def resolve(name, argument="quantization", caller="to_tflite"):
@@ -135,8 +134,3 @@ def check_io_dtype(mode, io_dtype, caller="to_tflite"):
             f"{caller}: io_dtype={io_dtype!r} needs {' or '.join(allowing)} (integer inputs and outputs exist "
             f"only in full-integer models). Received: {mode.argument}."
         )
-
-
-def cli_help():
-    """``none (float32 ...), dynamic (...), ...`` for the CLI's ``--quantize`` help."""
-    return ", ".join(f"{m.cli_name} ({m.description})" for m in MODES.values())
