@@ -15,12 +15,12 @@ tfprune.plots.plot_sparsity(tfprune.strip_pruning(pruned), path="sparsity.png")
 ```
 """
 
-import os
 import pathlib
-import tempfile
 
 import keras
 import numpy as np
+
+from tfprune._common.files import atomic_path
 
 __all__ = [
     "plot_accuracy_vs_sparsity",
@@ -286,14 +286,8 @@ def _finish(figure, path):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(figure)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            figure.savefig(f, format="png", dpi=120)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        figure.savefig(f, format="png", dpi=120)
     return figure
 
 

@@ -3,8 +3,9 @@
 import hashlib
 import os
 import pathlib
-import tempfile
 import urllib.request
+
+from tfprune._common.files import atomic_path
 
 ENV_VAR = "TFPRUNE_DATA_DIR"
 
@@ -47,9 +48,7 @@ def sha256(path):
 def download(url, target, expected_sha256=None):
     """Downloads ``url`` to ``target`` atomically; a wrong hash leaves no file behind."""
     target = pathlib.Path(target)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    os.close(fd)
-    try:
+    with atomic_path(target) as tmp:
         print(f"Downloading {url}")
         try:
             with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
@@ -67,8 +66,4 @@ def download(url, target, expected_sha256=None):
                     f"Download of {url} is corrupt: sha256 {got}, expected {expected_sha256}. Try again, "
                     f"or place the file in {target.parent} yourself."
                 )
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return target

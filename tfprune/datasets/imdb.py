@@ -10,16 +10,15 @@ when complete: an interrupted or failed read never leaves a cache that a
 later call would trust. The second load takes about a second.
 """
 
-import os
 import pathlib
 import re
 import tarfile
-import tempfile
 import zipfile
 import zlib
 
 import numpy as np
 
+from tfprune._common.files import atomic_path
 from tfprune.datasets import _files
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -189,14 +188,8 @@ def _write_cache(cache, splits):
         arrays[f"{split}_bytes"] = np.frombuffer(b"".join(encoded), np.uint8)
         arrays[f"{split}_offsets"] = np.cumsum([0] + [len(e) for e in encoded]).astype(np.int64)
         arrays[f"{split}_labels"] = labels
-    fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, cache)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(cache) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _load_cache(cache):
