@@ -6,7 +6,6 @@ itself lives in each wrapper (incremented inside the train step), so it is
 saved with the model and a resumed ``fit`` continues the schedule.
 """
 
-import collections
 import os
 import warnings
 
@@ -14,8 +13,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfprune._pruning import masks as mask_lib
 from tfprune._pruning import registry
+from tfprune._pruning.wrapper import update_due_masks
 from tfprune._pruning.api import pruning_wrappers
 
 
@@ -89,7 +88,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
             if sparsity is not None:
                 due.append((wrapper, sparsity))
         if due:
-            update_masks(due)
+            update_due_masks(due)
 
     def on_train_batch_end(self, batch, logs=None):
         if self._steps_per_call() == 1:
@@ -97,28 +96,6 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     def get_config(self):
         return {}
-
-
-def update_masks(due):
-    """Recomputes masks for ``[(wrapper, sparsity), ...]``; global groups rank together."""
-    groups = collections.defaultdict(list)
-    for wrapper, sparsity in due:
-        if wrapper.global_group is None:
-            wrapper.update_masks(sparsity)
-        else:
-            groups[wrapper.global_group].append((wrapper, sparsity))
-    for members in groups.values():
-        wrappers = [w for w, _ in members]
-        sparsity = members[0][1]
-        scores = [wrapper.weight_scores() for wrapper in wrappers]
-        flat = [s for per_wrapper in scores for s in per_wrapper]
-        score_masks, threshold = mask_lib.magnitude_masks(flat, sparsity)
-        start = 0
-        for wrapper, per_wrapper in zip(wrappers, scores):
-            own = score_masks[start:start + len(per_wrapper)]
-            start += len(per_wrapper)
-            full = [wrapper.expand(w, m) for w, m in zip(wrapper.pruned_weights, own)]
-            wrapper.assign_masks(full, [threshold] * len(full))
 
 
 class PruningSummaries(keras.callbacks.Callback):

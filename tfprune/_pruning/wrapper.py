@@ -14,6 +14,8 @@ The forward pass therefore runs the wrapped layer unchanged; the only work
 added to a training step is the constraint's multiply.
 """
 
+import collections
+
 import keras
 import numpy as np
 
@@ -284,3 +286,29 @@ def validate_weight(layer, weight, block_size, m_by_n):
             f"needs a weight with one input axis, but weight '{weight.name}' of shape "
             f"{tuple(weight.shape)} has none. Leave this layer out or prune it without m:n."
         )
+
+
+def update_due_masks(due):
+    """Recomputes masks for ``[(wrapper, sparsity), ...]``: each layer alone, or its global group ranked together.
+
+    Wrappers sharing a ``global_group`` (``granularity="global"``) are ranked by one threshold
+    over all their scores, so layers end at different sparsities with the group's on target.
+    """
+    groups = collections.defaultdict(list)
+    for wrapper, sparsity in due:
+        if wrapper.global_group is None:
+            wrapper.update_masks(sparsity)
+        else:
+            groups[wrapper.global_group].append((wrapper, sparsity))
+    for members in groups.values():
+        wrappers = [w for w, _ in members]
+        sparsity = members[0][1]
+        scores = [wrapper.weight_scores() for wrapper in wrappers]
+        flat = [s for per_wrapper in scores for s in per_wrapper]
+        score_masks, threshold = mask_lib.magnitude_masks(flat, sparsity)
+        start = 0
+        for wrapper, per_wrapper in zip(wrappers, scores):
+            own = score_masks[start:start + len(per_wrapper)]
+            start += len(per_wrapper)
+            full = [wrapper.expand(w, m) for w, m in zip(wrapper.pruned_weights, own)]
+            wrapper.assign_masks(full, [threshold] * len(full))
