@@ -17,6 +17,8 @@ __all__ = [
     "is_functional",
     "nodes_by_depth",
     "outputs_struct",
+    "sequential_functional",
+    "tensor_producer",
     "tracked_sublayers",
 ]
 
@@ -29,6 +31,17 @@ def is_functional(model):
 def nodes_by_depth(functional):
     """``{depth: [Node]}`` of a Functional model (deepest = closest to the inputs)."""
     return functional._nodes_by_depth
+
+
+def sequential_functional(model):
+    """The Functional graph a built ``keras.Sequential`` runs through, or None before it is built."""
+    return getattr(model, "_functional", None)
+
+
+def tensor_producer(tensor):
+    """The operation that made the symbolic ``tensor`` (None for a model input made by ``keras.Input``)."""
+    history = getattr(tensor, "_keras_history", None)
+    return history.operation if history is not None else None
 
 
 def inputs_struct(model):

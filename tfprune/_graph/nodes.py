@@ -35,7 +35,7 @@ class Graph:
             raise TypeError(f"Expected a keras.Model, got {type(model).__name__}.")
         self.model = model
         self.is_sequential = isinstance(model, keras.Sequential)
-        functional = getattr(model, "_functional", None) if self.is_sequential else model
+        functional = keras_internals.sequential_functional(model) if self.is_sequential else model
         if self.is_sequential and functional is None:
             raise ValueError(
                 f"Sequential model '{model.name}' is not built, so its graph is unknown. Start it with "
@@ -88,6 +88,5 @@ class Graph:
         return tuple(self.tensors[key].shape)
 
     def input_layer_name(self, key):
-        tensor = self.tensors[key]
-        history = getattr(tensor, "_keras_history", None)
-        return history.operation.name if history is not None else None
+        operation = keras_internals.tensor_producer(self.tensors[key])
+        return operation.name if operation is not None else None
