@@ -136,7 +136,7 @@ def test_custom_prunable_layer():
     assert int(keras.ops.convert_to_numpy(wrapper.masks[0]).sum()) == 4
 
 
-def test_subclassed_model_error_says_what_to_do_and_sublayers_work():
+def test_subclassed_model_wrapped_in_init_trains_and_strips():
     class Net(keras.Model):
         def __init__(self):
             super().__init__()
@@ -147,11 +147,16 @@ def test_subclassed_model_error_says_what_to_do_and_sublayers_work():
 
     net = Net()
     net(np.zeros((1, 4), "float32"))
-    with pytest.raises(ValueError, match="Wrap its layers where the model creates them"):
+    with pytest.raises(ValueError, match="already pruned"):
         tfprune.prune_low_magnitude(net)
     net.compile("adam", "mse")
     net.fit(np.ones((8, 4), "float32"), np.ones((8, 3)), verbose=0, callbacks=[tfprune.UpdatePruningStep()])
     assert int(keras.ops.convert_to_numpy(net.fc.masks[0]).sum()) == 6
+    stripped = tfprune.strip_pruning(net)
+    assert type(stripped) is Net and isinstance(stripped.fc, keras.layers.Dense)
+    assert not pruning_wrappers(stripped)
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(stripped(x)), keras.ops.convert_to_numpy(net(x)), atol=1e-6)
 
 
 def _dense_model():

@@ -12,11 +12,13 @@ from keras.src.models.functional import Functional
 __all__ = [
     "Functional",
     "attention_projections",
+    "call_arguments",
     "inbound_nodes",
     "inputs_struct",
     "is_functional",
     "nodes_by_depth",
     "outputs_struct",
+    "replace_sublayer",
     "sequential_functional",
     "tensor_producer",
     "tracked_sublayers",
@@ -69,3 +71,49 @@ def attention_projections(layer):
     if not isinstance(layer, keras.layers.MultiHeadAttention):
         raise TypeError(f"Expected a MultiHeadAttention layer, got {type(layer).__name__}.")
     return layer.query_dense, layer.key_dense, layer.value_dense, layer.output_dense
+
+
+def call_arguments(layer):
+    """``(args, kwargs)`` of the first call of ``layer`` in a graph, or None if it was never called there."""
+    nodes = inbound_nodes(layer)
+    if not nodes:
+        return None
+    return tuple(nodes[0].arguments.args), dict(nodes[0].arguments.kwargs)
+
+
+def replace_sublayer(parent, old, new):
+    """Puts layer ``new`` where ``parent`` holds ``old``: its attributes, lists and dicts, and its tracker.
+
+    Keras tracks a layer's sublayers in a private store (``_layers``) next to the attributes that
+    name them; both must change, or the old layer's weights would still be the parent's. Returns
+    how many references were replaced.
+    """
+    store = parent._tracker
+    if not store.is_in_store("layers", old):
+        raise ValueError(f"Layer '{old.name}' is not tracked by '{parent.name}'.")
+    store.replace_tracked_value("layers", old, new)
+    replaced = 0
+    for name, value in list(vars(parent).items()):
+        if name in ("_layers", "_tracker"):
+            continue
+        if value is old:
+            object.__setattr__(parent, name, new)
+            replaced += 1
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if item is old:
+                    list.__setitem__(value, i, new)
+                    replaced += 1
+                elif getattr(item, "ref", None) is old and hasattr(item, "_replace"):
+                    # TensorFlow's checkpoint dependencies: (name, ref) pairs.
+                    list.__setitem__(value, i, item._replace(ref=new))
+        elif isinstance(value, tuple) and any(item is old for item in value):
+            items = [new if item is old else item for item in value]
+            object.__setattr__(parent, name, type(value)(*items) if hasattr(value, "_fields") else type(value)(items))
+            replaced += 1
+        elif isinstance(value, dict):
+            for key, item in list(value.items()):
+                if item is old:
+                    dict.__setitem__(value, key, new)
+                    replaced += 1
+    return replaced

@@ -1,11 +1,14 @@
-"""The one walk over the layers of a model."""
+"""The one walk over the layers of a model, and the one way to copy a layer with its weights."""
+
+import inspect
+import warnings
 
 import keras
 
 from tfprune._common import keras_internals
 
 
-def walk_layers(root, include_root=False):
+def walk_layers(root, include_root=False, descend=None):
     """Every layer inside ``root``, depth first in tracking order, each once.
 
     Descends into nested models, wrappers (``Bidirectional``, ``TimeDistributed``, the pruning
@@ -14,6 +17,8 @@ def walk_layers(root, include_root=False):
     Args:
         root: a ``keras.Model`` or ``keras.layers.Layer``.
         include_root: list ``root`` itself first.
+        descend: ``descend(layer) -> bool``: whether to look inside ``layer`` (it is listed
+            either way). Default: look inside every layer.
 
     Returns:
         A list of layers.
@@ -27,8 +32,147 @@ def walk_layers(root, include_root=False):
     if not isinstance(root, keras.layers.Layer):
         raise TypeError(f"Expected a Keras model or layer, got {type(root).__name__}.")
     found, seen = ([root] if include_root else []), {id(root)}
-    for layer in keras_internals.tracked_sublayers(root, recursive=True):
-        if id(layer) not in seen:
-            seen.add(id(layer))
-            found.append(layer)
+
+    def visit(layer):
+        for child in keras_internals.tracked_sublayers(layer, recursive=False):
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            found.append(child)
+            if descend is None or descend(child):
+                visit(child)
+
+    visit(root)
     return found
+
+
+def copy_layer(layer, weights=None):
+    """A new layer of the same class and config, built as ``layer`` is, holding ``weights``.
+
+    A layer whose sublayers are only built on its first call (no ``build()`` of its own, as in
+    the keras.io ``TransformerBlock``) is built by calling the copy on symbolic inputs shaped
+    like the original's. ``keras.ops`` operations in a Functional graph hold no state and are
+    returned as they are.
+
+    Args:
+        layer: a ``keras.layers.Layer`` (or a ``keras.Operation``).
+        weights: values for ``copy.set_weights``; default ``layer.get_weights()``.
+
+    Returns:
+        The copy.
+
+    Raises:
+        ValueError: the layer has no usable ``get_config``, or its copy cannot be built to
+            hold the same weights.
+
+    Example:
+
+    ```python
+    twin = copy_layer(model.get_layer("encoder"))
+    ```
+    """
+    if not isinstance(layer, keras.layers.Layer):
+        return layer
+    clone = fresh_copy(layer)
+    if not layer.built:
+        return clone
+    values = layer.get_weights() if weights is None else list(weights)
+    if len(clone.weights) != len(values):
+        raise ValueError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) should get {len(values)} weights, but a copy built "
+            f"from its config has {len(clone.weights)}. Give the class a build() that creates every "
+            "sublayer's weights, or build its sublayers in __init__."
+        )
+    clone.set_weights(values)
+    return clone
+
+
+def fresh_copy(layer):
+    """A new layer of the same class and config as ``layer``, built as it is, with new weights.
+
+    See ``copy_layer``, which also copies the weights.
+
+    Example:
+
+    ```python
+    untrained_twin = fresh_copy(model.get_layer("encoder"))
+    ```
+    """
+    try:
+        clone = _from_config(layer)
+    except (NotImplementedError, TypeError) as err:
+        raise ValueError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) cannot be copied: its get_config() / "
+            f"from_config() do not recreate it ({type(err).__name__}: {err}). Give the class a get_config() "
+            "returning its __init__ arguments (and register it with keras.saving.register_keras_serializable)."
+        ) from err
+    if not layer.built:
+        return clone
+    build_config = layer.get_build_config()
+    if build_config:
+        with warnings.catch_warnings():
+            # Keras warns that a layer without build() may have unbuilt state; handled below.
+            warnings.filterwarnings("ignore", message=".*does not have a `build\\(\\)` method implemented.*")
+            clone.build_from_config(build_config)
+    if _built_count(clone) < _built_count(layer):
+        _build_by_calling(clone, layer, build_config)
+    return clone
+
+
+def _from_config(layer):
+    config = layer.get_config()
+    try:
+        return layer.__class__.from_config(config)
+    except TypeError:
+        # Keras adds `name`, `trainable` and `dtype` to a subclassed model's automatic config,
+        # which an `__init__(self)` without **kwargs does not take: pass it only what it takes.
+        parameters = inspect.signature(layer.__class__.__init__).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            raise
+        return layer.__class__(**{k: v for k, v in config.items() if k in parameters})
+
+
+def build_sublayers(layer):
+    """Builds the sublayers of a layer that is marked built but whose sublayers are not.
+
+    Keras marks a layer without a ``build()`` of its own as built by ``build_from_config`` (as
+    when a ``.keras`` file is loaded), although its sublayers only get weights on the first
+    call; this makes that call, symbolically, on inputs of the shape the layer was built with.
+
+    Example:
+
+    ```python
+    build_sublayers(block)  # block.att.kernel etc. exist afterwards
+    ```
+    """
+    if layer.built and not all(sub.built for sub in walk_layers(layer)):
+        _build_by_calling(layer, layer, layer.get_build_config())
+
+
+def _built_count(layer):
+    return sum(sub.built for sub in walk_layers(layer, include_root=True))
+
+
+def _build_by_calling(clone, original, build_config):
+    """Builds ``clone`` by running it once on symbolic inputs like those ``original`` was called on."""
+    arguments = keras_internals.call_arguments(original)
+    if arguments is not None:
+        args, kwargs = keras.tree.map_structure(_fresh_symbolic, arguments)
+    elif build_config and "input_shape" in build_config:
+        args, kwargs = (keras.KerasTensor(tuple(build_config["input_shape"]), dtype=original.input_dtype),), {}
+    else:
+        return
+    try:
+        clone(*args, **kwargs)
+    except Exception as err:
+        raise ValueError(
+            f"Layer '{original.name}' ({type(original).__name__}) builds its sublayers only when called, and "
+            f"calling a copy of it on inputs like the original's failed ({type(err).__name__}: {err}). Give the "
+            "class a build() that builds its sublayers."
+        ) from err
+
+
+def _fresh_symbolic(value):
+    if isinstance(value, keras.KerasTensor):
+        return keras.KerasTensor(value.shape, dtype=value.dtype, sparse=value.sparse)
+    return value

@@ -10,7 +10,8 @@ import warnings
 import keras
 
 from tfprune._common import keras_internals
-from tfprune._common.layers import walk_layers
+from tfprune._common.compiling import compile_like
+from tfprune._common.layers import copy_layer, fresh_copy, walk_layers
 from tfprune._pruning import dynamic_surgery as surgery_lib
 from tfprune._pruning import registry
 from tfprune._pruning.base import PruningWrapper
@@ -62,15 +63,24 @@ def prune_low_magnitude(
     ``tfprune.UpdatePruningStep`` callback, then call ``tfprune.strip_pruning``
     to get a plain Keras model.
 
-    Accepts a layer, a list of layers, or a built Sequential or Functional
-    model (nested models included). Returns the same kind of object: the
-    layers are copied and the prunable ones wrapped in
-    ``PruneLowMagnitude``; the argument itself is not modified. Layers
-    without prunable weights (pooling, normalisation, ...) are copied as
-    they are. DepthwiseConv2D is pruned only when passed as a layer.
+    Accepts a layer, a list of layers, or a built model: Sequential,
+    Functional (with ``keras.ops`` calls and nested models) or subclassed.
+    Returns the same kind of object: the layers are copied and the
+    prunable ones wrapped in ``PruneLowMagnitude``; the argument itself is
+    not modified. A layer that owns layers (a custom Transformer block, a
+    model inside a layer) is wrapped as one, and its sublayers' kernels are
+    pruned. Layers without prunable weights (pooling, normalisation, ...)
+    are copied as they are. DepthwiseConv2D is pruned only when passed as a
+    layer. Weights tfprune cannot reach (a custom layer's own
+    ``add_weight`` kernels) are named in a warning.
 
-    For a subclassed model, wrap its layers where the model creates them:
-    ``self.fc = tfprune.prune_low_magnitude(keras.layers.Dense(10))``.
+    A subclassed model is copied through its ``get_config`` and its tracked
+    sublayers are replaced by wrapped copies; its layers may also be
+    wrapped where the model creates them
+    (``self.fc = tfprune.prune_low_magnitude(keras.layers.Dense(10))``).
+    Save a pruned subclassed model with ``save_weights`` (its ``.keras``
+    file would rebuild it without the wrappers); the stripped model saves
+    as any model does.
 
     Args:
         to_prune: a ``keras.layers.Layer``, a list of layers, or a built
@@ -111,7 +121,7 @@ def prune_low_magnitude(
     Raises:
         ValueError: for arguments out of range, a layer that cannot be
             pruned when passed explicitly, an already pruned or unbuilt
-            model, or a subclassed model.
+            model, or a subclassed model that cannot be copied.
 
     Example:
 
@@ -159,7 +169,9 @@ def prune_low_magnitude(
         check_model(to_prune, "prune_low_magnitude")
         _reject_pruned(to_prune)
         policy.ensure_model_supports_pruning(to_prune)
-        return _prune_model(to_prune, options, policy)
+        pruned = _prune_model(to_prune, options, policy)
+        _warn_unreached(pruned, "prune_low_magnitude")
+        return pruned
     if isinstance(to_prune, keras.layers.Layer):
         return _wrap_explicit(to_prune, options)
     raise ValueError(
@@ -243,7 +255,7 @@ def dynamic_surgery(
                 f"dynamic_surgery: layer '{layer.name}' ({type(layer).__name__}) cannot be pruned. "
                 f"Supported: {registry.SUPPORTED_LAYERS}."
             )
-        return surgery_lib.DynamicSurgery(_clone_layer(layer), c=layer_c, seed=seed + next(counter), **options)
+        return surgery_lib.DynamicSurgery(copy_layer(layer), c=layer_c, seed=seed + next(counter), **options)
 
     if isinstance(to_prune, (list, tuple)):
         return [wrap(_check_explicit(layer, "dynamic_surgery"), True) for layer in to_prune]
@@ -324,12 +336,15 @@ def strip_pruning(model):
     Each wrapped layer is replaced by a copy of its original layer class,
     with its weights multiplied by the final masks: zeros exactly where the
     masks are zero. The result has no tfprune classes, so
-    ``keras.saving.load_model`` reads it without tfprune installed. The
-    argument is not modified.
+    ``keras.saving.load_model`` reads it without tfprune installed. A
+    compiled model's copy is compiled the same way with a fresh optimizer:
+    the optimizer state of pruning does not travel into the saved file.
+    The argument is not modified.
 
     Args:
         model: a model (or a single ``PruneLowMagnitude`` layer) returned by
-            ``prune_low_magnitude`` and trained.
+            ``prune_low_magnitude`` and trained; for a subclassed model,
+            also one whose layers were wrapped in its ``__init__``.
 
     Returns:
         A new Keras model (or layer) without pruning wrappers.
@@ -349,7 +364,9 @@ def strip_pruning(model):
             f"strip_pruning: expected a keras Model or a PruneLowMagnitude layer. Received: {type(model).__name__}."
         )
     check_model(model, "strip_pruning")
-    return _clone_model(model, _strip_clone_function)
+    stripped = _clone_model(model, _strip_clone_function) if _is_graph(model) else _strip_subclassed(model)
+    compile_like(model, stripped, "strip_pruning")
+    return stripped
 
 
 def pruning_wrappers(model):
@@ -366,14 +383,11 @@ def _is_single_layer(to_prune):
     return isinstance(to_prune, keras.layers.Layer) and not isinstance(to_prune, keras.Model)
 
 
+def _is_graph(model):
+    return isinstance(model, keras.Sequential) or keras_internals.is_functional(model)
+
+
 def check_model(model, caller):
-    if not (isinstance(model, keras.Sequential) or keras_internals.is_functional(model)):
-        raise ValueError(
-            f"{caller}: cannot copy the subclassed model '{model.name}' ({type(model).__name__}). "
-            "Wrap its layers where the model creates them instead, e.g. "
-            "`self.fc = tfprune.prune_low_magnitude(keras.layers.Dense(10))` in __init__, or "
-            "rebuild it as a Functional or Sequential model."
-        )
     if not model.built:
         raise ValueError(
             f"{caller}: model '{model.name}' is not built, so its weights do not exist yet. Start it "
@@ -425,27 +439,105 @@ def _wrap_explicit(layer, options):
             f"cannot be pruned. Supported: {registry.SUPPORTED_LAYERS}. To prune a whole model and "
             "skip such layers, pass the model instead."
         )
-    return PruneLowMagnitude(_clone_layer(layer), **options)
+    return PruneLowMagnitude(copy_layer(layer), **options)
 
 
 def _prune_model(model, options, policy):
     return _wrap_model(
         model,
-        lambda layer: PruneLowMagnitude(_clone_layer(layer), **options),
+        lambda layer: PruneLowMagnitude(copy_layer(layer), **options),
         lambda layer: registry.can_prune(layer) and policy.allow_pruning(layer),
     )
 
 
 def _wrap_model(model, wrap, chosen, caller="prune_low_magnitude"):
     """A copy of ``model`` (nested models too) with ``wrap(layer)`` for every ``chosen`` layer."""
+    if not _is_graph(model):
+        return _wrap_subclassed(model, wrap, chosen, caller)
 
     def clone_function(layer):
         if isinstance(layer, keras.Model):
             check_model(layer, caller)
             return _wrap_model(layer, wrap, chosen, caller)
-        return wrap(layer) if chosen(layer) else _clone_layer(layer)
+        if not isinstance(layer, keras.layers.Layer):
+            return layer  # a keras.ops call: no state to copy
+        return wrap(layer) if chosen(layer) else copy_layer(layer)
 
     return _clone_model(model, clone_function)
+
+
+def _wrap_subclassed(model, wrap, chosen, caller):
+    """A copy of a subclassed model whose chosen sublayers are replaced by wrapped copies."""
+    copy = copy_layer(model)
+    replaced = []
+    for child in registry.sublayers(copy):
+        if isinstance(child, keras.Model):
+            new = _wrap_model(child, wrap, chosen, caller)
+        elif chosen(child):
+            new = wrap(child)
+        else:
+            continue
+        keras_internals.replace_sublayer(copy, child, new)
+        replaced.append(child.name)
+    if not any(isinstance(layer, PruningWrapper) for layer in walk_layers(copy)):
+        raise ValueError(
+            f"{caller}: the subclassed model '{model.name}' ({type(model).__name__}) tracks no layer tfprune can "
+            f"prune (it holds: {[layer.name for layer in registry.sublayers(model)] or 'no layers'}). Create the "
+            "layers in __init__ and keep them as attributes (or in lists or dicts of attributes), not inside call()."
+        )
+    return copy
+
+
+def _strip_subclassed(model):
+    """A copy of a subclassed model without wrappers, its weights times their masks."""
+    masked = {}
+    for wrapper in pruning_wrappers(model):
+        masked.update(wrapper.masked_values())
+    bookkeeping = {id(v) for w in pruning_wrappers(model) for v in w.bookkeeping_variables()}
+    values = [masked[id(w)] if id(w) in masked else keras.ops.convert_to_numpy(w)
+              for w in model.weights if id(w) not in bookkeeping]
+    copy = fresh_copy(model)
+    for parent, wrapper in _wrappers_with_parents(copy):
+        keras_internals.replace_sublayer(parent, wrapper, copy_layer(wrapper.layer))
+    if len(copy.weights) != len(values):
+        raise ValueError(
+            f"strip_pruning: a copy of the subclassed model '{model.name}' has {len(copy.weights)} weights, but "
+            f"the model has {len(values)} besides its masks. Its layers must be created in __init__ from its "
+            "get_config() arguments."
+        )
+    copy.set_weights(values)
+    return copy
+
+
+def _wrappers_with_parents(root):
+    found = []
+    for child in registry.sublayers(root):
+        if isinstance(child, PruningWrapper):
+            found.append((root, child))
+        else:
+            found.extend(_wrappers_with_parents(child))
+    return found
+
+
+def _warn_unreached(model, caller):
+    """Warns about kernels tfprune cannot reach: a custom layer's own rank >= 2 weights."""
+    pruned = {id(w) for wrapper in pruning_wrappers(model) for w in wrapper.pruned_weights}
+    unreached = []
+    for layer in walk_layers(model, include_root=True):
+        # Keras's own layers are known: what tfprune leaves of them is left on purpose.
+        if isinstance(layer, (PruningWrapper, registry.PrunableLayer)) or type(layer).__module__.startswith("keras."):
+            continue
+        inner = {id(w) for sub in registry.sublayers(layer) for w in sub.weights}
+        for weight in layer.weights:
+            if id(weight) not in inner and id(weight) not in pruned and len(weight.shape) >= 2 and weight.trainable:
+                unreached.append(f"'{layer.name}' ({type(layer).__name__}): {registry.weight_label(weight)} "
+                                 f"{'x'.join(map(str, weight.shape))}")
+    if unreached:
+        warnings.warn(
+            f"{caller}: these weights are not pruned, because tfprune does not know the layer that holds them: "
+            f"{'; '.join(unreached)}. To prune them, make the layer a tfprune.PrunableLayer returning them from "
+            "get_prunable_weights().", UserWarning, stacklevel=3,
+        )
 
 
 def _strip_clone_function(layer):
@@ -453,7 +545,7 @@ def _strip_clone_function(layer):
         return _strip_layer(layer)
     if isinstance(layer, keras.Model):
         return strip_pruning(layer)
-    return _clone_layer(layer)
+    return copy_layer(layer)
 
 
 def _strip_layer(wrapper):
@@ -462,21 +554,10 @@ def _strip_layer(wrapper):
         keras.ops.convert_to_numpy(w) * masked[id(w)] if id(w) in masked else keras.ops.convert_to_numpy(w)
         for w in wrapper.layer.weights
     ]
-    return _clone_layer(wrapper.layer, values)
+    return copy_layer(wrapper.layer, values)
 
 
 def _clone_model(model, clone_function):
     clone = keras.models.clone_model(model, clone_function=clone_function)
     clone.trainable = model.trainable
-    return clone
-
-
-def _clone_layer(layer, weights=None):
-    """A new layer of the same class and config, built, with ``weights`` (default: the layer's)."""
-    clone = layer.__class__.from_config(layer.get_config())
-    if layer.built:
-        build_config = layer.get_build_config()
-        if build_config:
-            clone.build_from_config(build_config)
-        clone.set_weights(weights if weights is not None else layer.get_weights())
     return clone

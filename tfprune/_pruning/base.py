@@ -10,6 +10,8 @@ kinds; code that accepts any wrapper tests ``isinstance(x, PruningWrapper)``.
 
 import keras
 
+from tfprune._common.layers import build_sublayers
+
 _PACKAGE = "tfprune"
 
 NO_CALLBACK = (
@@ -77,6 +79,7 @@ class PruningWrapper(keras.layers.Wrapper):
     def _build_pruning_state(self):
         if self.pruning_step is not None:
             return
+        build_sublayers(self.layer)
         self._create_state()
         self.pruning_step = self._state("pruning_step", (), "int64", keras.initializers.Constant(-1))
         self.built = True

@@ -9,6 +9,7 @@ only when the user passes that layer explicitly.
 import keras
 
 from tfprune._common import keras_internals
+from tfprune._graph import family_of
 
 
 class PrunableLayer:
@@ -78,7 +79,8 @@ def prunable_weights(layer, explicit=False):
     """The variables of ``layer`` to prune, or ``None`` if it has none.
 
     ``explicit`` is True when the user named this very layer (opt-in kinds
-    such as DepthwiseConv2D are pruned then only).
+    such as DepthwiseConv2D are pruned then only). A layer that owns layers
+    (a custom block, a model inside a layer) gives its sublayers' weights.
     """
     if isinstance(layer, PrunableLayer):
         return list(layer.get_prunable_weights())
@@ -94,9 +96,33 @@ def prunable_weights(layer, explicit=False):
     attrs = _lookup(_WEIGHT_ATTRS, layer)
     if attrs is None and explicit:
         attrs = _lookup(_OPT_IN_ATTRS, layer)
-    if attrs is None:
-        return None
-    return [getattr(layer, a) for a in attrs]
+    if attrs is not None:
+        return [getattr(layer, a) for a in attrs]
+    return _owned_weights(layer)
+
+
+def _owned_weights(layer):
+    """The prunable weights of the sublayers of a layer that owns layers, each once, or None."""
+    weights = []
+    for sub in sublayers(layer):
+        if not can_prune(sub):
+            continue
+        if not sub.built:
+            raise ValueError(
+                f"Layer '{layer.name}' ({type(layer).__name__}) holds the sublayer '{sub.name}' "
+                f"({type(sub).__name__}), which is not built, so its weights do not exist yet. Call the "
+                "model on a batch (or build it) before pruning, or give the layer a build() that builds it."
+            )
+        weights.extend(prunable_weights(sub) or [])
+    unique = list({id(w): w for w in weights}.values())
+    return unique or None
+
+
+def sublayers(layer):
+    """The layers ``layer`` holds directly (its attributes, lists and dicts of layers)."""
+    if not isinstance(layer, keras.layers.Layer):
+        return []
+    return keras_internals.tracked_sublayers(layer, recursive=False)
 
 
 def _cell_weights(cell):
@@ -117,33 +143,38 @@ def input_axes(layer, weight):
 
     m:n sparsity groups weights along these axes, as sparse tensor cores and
     TFLite read them. Returns ``None`` where the input dimension is not one
-    axis (Embedding: a table, not a product with an input vector).
+    axis (Embedding: a table, not a product with an input vector). The axis
+    of a Conv/Dense-like kernel is its layer family's ``input_axis``, the
+    one table ``tfprune.surgery`` cuts by too.
     """
-    if isinstance(layer, (keras.layers.Bidirectional, keras.layers.TimeDistributed)):
-        inner = (
-            [layer.forward_layer, layer.backward_layer]
-            if isinstance(layer, keras.layers.Bidirectional)
-            else [layer.layer]
-        )
-        for sub in inner:
-            if any(w is weight for w in (prunable_weights(sub, True) or [])):
-                return input_axes(sub, weight)
+    owner = _owner(layer, weight) or layer
+    if isinstance(owner, keras.layers.Embedding):
         return None
-    if isinstance(layer, keras.layers.Embedding):
-        return None
-    if isinstance(layer, (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)):
-        return len(weight.shape) - 1  # kernel is (..., out, in)
-    if isinstance(layer, keras.layers.MultiHeadAttention):
-        if weight is layer.output_dense.kernel:
+    if isinstance(owner, keras.layers.MultiHeadAttention):
+        if weight is owner.output_dense.kernel:
             return None  # (heads, key_dim, out): the input is two axes
         return 0
-    if isinstance(layer, keras.layers.EinsumDense):
+    if isinstance(owner, keras.layers.EinsumDense):
         return 0 if len(weight.shape) == 2 else None
-    if len(weight.shape) >= 3:
-        return len(weight.shape) - 2  # conv kernels: (*spatial, in, out)
-    return 0
+    family = family_of(owner)
+    if family.kernel is not None and getattr(owner, family.kernel, None) is weight:
+        return family.input_axis % len(weight.shape)
+    # Recurrent kernels (inputs, 4 * units) and PrunableLayer weights: Keras's (..., in, out) layout.
+    return len(weight.shape) - 2 if len(weight.shape) >= 3 else 0
 
 
+def _owner(layer, weight):
+    """The innermost layer below ``layer`` whose own prunable weight ``weight`` is (``layer`` itself first)."""
+    if isinstance(layer, (keras.layers.MultiHeadAttention, keras.layers.RNN, PrunableLayer)):
+        return layer
+    if isinstance(layer, (keras.layers.Bidirectional, keras.layers.TimeDistributed)) or _lookup(_WEIGHT_ATTRS, layer) is None:
+        subs = [layer.forward_layer, layer.backward_layer] if isinstance(layer, keras.layers.Bidirectional) else sublayers(layer)
+        for sub in subs:
+            if any(w is weight for w in (prunable_weights(sub, True) or [])):
+                return _owner(sub, weight)
+        if _lookup(_OPT_IN_ATTRS, layer) is None:
+            return None
+    return layer
 
 
 _KNOWN_CELLS = (keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.SimpleRNNCell)
@@ -166,7 +197,9 @@ def can_prune(layer, explicit=False):
         )
     if _lookup(_WEIGHT_ATTRS, layer) is not None:
         return True
-    return explicit and _lookup(_OPT_IN_ATTRS, layer) is not None
+    if explicit and _lookup(_OPT_IN_ATTRS, layer) is not None:
+        return True
+    return any(can_prune(sub) for sub in sublayers(layer))
 
 
 def weight_label(weight):

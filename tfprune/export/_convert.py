@@ -50,13 +50,12 @@ def input_specs(model, batch_size):
     """The exported inputs, in ``model.inputs`` order, with the batch fixed to ``batch_size``."""
     if not isinstance(model, keras.Model):
         raise ValueError(f"to_tflite: expected a keras Model. Received: {type(model).__name__}.")
-    inputs = getattr(model, "inputs", None)
-    if not model.built or not inputs:
+    if not model.built:
         raise ValueError(
-            f"to_tflite: model '{model.name}' has no known inputs (a subclassed model, or one that was "
-            "never built). Wrap it in a Functional model with fixed input shapes, e.g. "
-            "`x = keras.Input((28, 28)); model = keras.Model(x, model(x))`, and export that."
+            f"to_tflite: model '{model.name}' was never built, so its inputs are unknown. Call it on a batch "
+            "or build it with fixed input shapes first."
         )
+    inputs = getattr(model, "inputs", None) or _built_input(model)
     specs, seen = [], set()
     for tensor in inputs:
         shape = tuple(tensor.shape)
@@ -102,6 +101,18 @@ def as_input_list(data, specs, argument):
     if len(counts) > 1:
         raise ValueError(f"to_tflite: the arrays of `{argument}` hold different numbers of samples: {sorted(counts)}.")
     return checked
+
+
+def _built_input(model):
+    """The one input of a subclassed model, from the shape it was built with (no ``model.inputs``)."""
+    shape = (model.get_build_config() or {}).get("input_shape")
+    if shape is None or not all(d is None or isinstance(d, int) for d in shape):
+        raise ValueError(
+            f"to_tflite: the subclassed model '{model.name}' was built with inputs {shape!r}, not one tensor, so "
+            "its exported inputs are unknown. Wrap it in a Functional model with fixed input shapes, e.g. "
+            "`x = keras.Input((28, 28)); model = keras.Model(x, model(x))`, and export that."
+        )
+    return [keras.KerasTensor(tuple(shape), dtype=model.input_dtype, name="input")]
 
 
 def _check_array(values, spec, argument):
