@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from tfprune._common.files import atomic_path
+from tfprune._common.layers import walk_layers
 
 __all__ = [
     "plot_accuracy_vs_sparsity",
@@ -292,10 +293,9 @@ def _finish(figure, path):
 
 
 def _layers(model):
-    found = []
-    for layer in model.layers:
-        found.extend(_layers(layer) if isinstance(layer, keras.Model) else [layer])
-    return found
+    # The graph's own layers (nested models looked into): those have an output shape to plot.
+    return [layer for layer in walk_layers(model, descend=lambda l: isinstance(l, keras.Model))
+            if not isinstance(layer, keras.Model)]
 
 
 def _channel_widths(model):
@@ -308,7 +308,7 @@ def _channel_widths(model):
 
 
 def _kernels(model):
-    from tfprune._pruning.base import PruningWrapper
+    from tfprune._pruning import PruningWrapper, masked_value
 
     kernels = {}
     for layer in _layers(model):
@@ -316,9 +316,7 @@ def _kernels(model):
         kernel = getattr(inner, "kernel", None)
         if kernel is None or not hasattr(kernel, "shape"):
             continue
-        value = keras.ops.convert_to_numpy(kernel)
-        if isinstance(layer, PruningWrapper):
-            mask = dict(zip(map(id, layer.pruned_weights), layer.masks)).get(id(kernel))
-            value = value * keras.ops.convert_to_numpy(mask) if mask is not None else value
-        kernels[inner.name] = value
+        mask = dict(zip(map(id, layer.pruned_weights), layer.masks)).get(id(kernel)) \
+            if isinstance(layer, PruningWrapper) else None
+        kernels[inner.name] = keras.ops.convert_to_numpy(kernel) if mask is None else masked_value(kernel, mask)
     return kernels

@@ -19,7 +19,7 @@ from tfprune._pruning.history import SparsityHistory
 from tfprune._pruning.registry import PrunableLayer
 from tfprune._pruning.report import SparsityReport, sparsity_report
 from tfprune._pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
-from tfprune._pruning.base import PruningWrapper
+from tfprune._pruning.base import PruningWrapper, masked_value
 from tfprune._pruning.dynamic_surgery import DynamicSurgery
 from tfprune._pruning.wrapper import PruneLowMagnitude
 
@@ -30,6 +30,7 @@ __all__ = [
     "PrunableLayer",
     "PruneLowMagnitude",
     "PruningWrapper",
+    "masked_value",
     "PruningPolicy",
     "PruningSchedule",
     "PruningSummaries",

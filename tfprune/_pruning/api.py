@@ -490,12 +490,9 @@ def _wrap_subclassed(model, wrap, chosen, caller):
 
 def _strip_subclassed(model):
     """A copy of a subclassed model without wrappers, its weights times their masks."""
-    masked = {}
-    for wrapper in pruning_wrappers(model):
-        masked.update(wrapper.masked_values())
-    bookkeeping = {id(v) for w in pruning_wrappers(model) for v in w.bookkeeping_variables()}
-    values = [masked[id(w)] if id(w) in masked else keras.ops.convert_to_numpy(w)
-              for w in model.weights if id(w) not in bookkeeping]
+    wrappers = pruning_wrappers(model)
+    bookkeeping = {id(v) for w in wrappers for v in w.bookkeeping_variables()}
+    values = _forward_values([w for w in model.weights if id(w) not in bookkeeping], wrappers)
     copy = fresh_copy(model)
     for parent, wrapper in _wrappers_with_parents(copy):
         keras_internals.replace_sublayer(parent, wrapper, copy_layer(wrapper.layer))
@@ -549,12 +546,15 @@ def _strip_clone_function(layer):
 
 
 def _strip_layer(wrapper):
-    masked = {id(w): keras.ops.convert_to_numpy(m) for w, m in zip(wrapper.pruned_weights, wrapper.masks)}
-    values = [
-        keras.ops.convert_to_numpy(w) * masked[id(w)] if id(w) in masked else keras.ops.convert_to_numpy(w)
-        for w in wrapper.layer.weights
-    ]
-    return copy_layer(wrapper.layer, values)
+    return copy_layer(wrapper.layer, _forward_values(wrapper.layer.weights, [wrapper]))
+
+
+def _forward_values(weights, wrappers):
+    """Host copies of ``weights`` as the forward pass uses them: pruned ones times their masks."""
+    masked = {}
+    for wrapper in wrappers:
+        masked.update(wrapper.masked_values())
+    return [masked[id(w)] if id(w) in masked else keras.ops.convert_to_numpy(w) for w in weights]
 
 
 def _clone_model(model, clone_function):

@@ -43,7 +43,7 @@ class PruningWrapper(keras.layers.Wrapper):
     """
 
     # No schedule: kept for code written when this was the way to tell
-    # dynamic surgery apart; test isinstance(x, PruneLowMagnitude) instead.
+    # dynamic surgery apart; ask the wrapper (due_sparsity, surgery_counts) instead.
     pruning_schedule = None
 
     def __init__(self, layer, **kwargs):
@@ -111,6 +111,31 @@ class PruningWrapper(keras.layers.Wrapper):
 
     def start_training(self):
         """Called by ``UpdatePruningStep`` when ``fit`` starts; nothing to do by default."""
+
+    def due_sparsity(self, step):
+        """The sparsity the callback must prune to before training step ``step``, or None.
+
+        None by default: a wrapper whose masks change inside the train step (dynamic surgery)
+        is never due; ``PruneLowMagnitude`` asks its schedule.
+        """
+        return None
+
+    def target_sparsity(self, step):
+        """The sparsity the wrapper aims at after step ``step``, or None if it sets none."""
+        return None
+
+    def surgery_counts(self):
+        """``(pruned, spliced)`` connections so far, for wrappers that splice; None otherwise."""
+        return None
+
+    def step_scalars(self, step):
+        """``{name: value}`` the wrapper reports at ``step`` (TensorBoard, history), besides per-weight sparsity."""
+        target = self.target_sparsity(step)
+        counts = self.surgery_counts()
+        scalars = {} if target is None else {"target_sparsity": target}
+        if counts is not None:
+            scalars.update(pruned_total=counts[0], spliced_total=counts[1])
+        return scalars
 
     def _require_callback(self):
         """Inside a training call: refuse to run without ``UpdatePruningStep``."""

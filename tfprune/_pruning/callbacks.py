@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfprune._common.layers import walk_layers
 from tfprune._pruning import registry
 from tfprune._pruning.wrapper import update_due_masks
 from tfprune._pruning.api import pruning_wrappers
@@ -57,8 +58,6 @@ class UpdatePruningStep(keras.callbacks.Callback):
             if int(wrapper.pruning_step.numpy()) < 0:
                 wrapper.pruning_step.assign(0)
             wrapper.start_training()
-        # Dynamic surgery wrappers have no schedule: their masks change in the train step.
-        self._wrappers = [w for w in self._wrappers if w.pruning_schedule is not None]
 
     def on_epoch_begin(self, epoch, logs=None):
         # Read the steps here, not in on_train_begin: callbacks such as
@@ -78,17 +77,16 @@ class UpdatePruningStep(keras.callbacks.Callback):
             # One call runs several steps (and the last one of an epoch may
             # run fewer): read the true count back.
             self._sync_steps()
-        due = []
+        updates = []
         for wrapper, step in zip(self._wrappers, self._steps):
             sparsity = None
             for s in range(step, step + span):
-                should, value = wrapper.pruning_schedule(s)
-                if should:
-                    sparsity = float(value)
+                due = wrapper.due_sparsity(s)
+                sparsity = due if due is not None else sparsity
             if sparsity is not None:
-                due.append((wrapper, sparsity))
-        if due:
-            update_due_masks(due)
+                updates.append((wrapper, sparsity))
+        if updates:
+            update_due_masks(updates)
 
     def on_train_batch_end(self, batch, logs=None):
         if self._steps_per_call() == 1:
@@ -164,12 +162,8 @@ class PruningSummaries(keras.callbacks.Callback):
             for wrapper in pruning_wrappers(self.model):
                 step = int(wrapper.pruning_step.numpy())
                 name = wrapper.layer.name
-                if wrapper.pruning_schedule is not None:
-                    _, target = wrapper.pruning_schedule(max(step, 0))
-                    _scalar(f"pruning/{name}/target_sparsity", target, step)
-                else:
-                    _scalar(f"pruning/{name}/pruned_total", wrapper.pruned_count.numpy(), step)
-                    _scalar(f"pruning/{name}/spliced_total", wrapper.spliced_count.numpy(), step)
+                for scalar, value in wrapper.step_scalars(step).items():
+                    _scalar(f"pruning/{name}/{scalar}", value, step)
                 for weight, mask, threshold in zip(wrapper.pruned_weights, wrapper.masks, wrapper.thresholds):
                     mask = keras.ops.convert_to_numpy(mask)
                     tag = f"pruning/{name}/{registry.weight_label(weight)}"
@@ -177,7 +171,7 @@ class PruningSummaries(keras.callbacks.Callback):
                     _scalar(f"{tag}/threshold", threshold.numpy(), step)
             if self.bn_scales:
                 step = int(self.model.optimizer.iterations.numpy()) if self.model.optimizer else 0
-                for layer in _leaf_layers(self.model):
+                for layer in walk_layers(self.model):
                     if isinstance(layer, keras.layers.BatchNormalization) and layer.scale:
                         _histogram(f"bn_scale/{layer.name}", np.abs(keras.ops.convert_to_numpy(layer.gamma)), step)
         self._writer.flush()
@@ -208,10 +202,3 @@ def _histogram(tag, values, step, bins=30):
     counts, edges = np.histogram(values, bins=bins)
     table = np.stack([edges[:-1], edges[1:], counts], axis=1).astype(np.float64)
     tf.summary.write(tag, tf.constant(table), step=step, metadata=_HISTOGRAM_METADATA)
-
-
-def _leaf_layers(model):
-    found = []
-    for layer in model.layers:
-        found.extend(_leaf_layers(layer) if isinstance(layer, keras.Model) else [layer])
-    return found

@@ -109,6 +109,9 @@ class DynamicSurgery(PruningWrapper):
         self.spliced_count = self._state("spliced_count", (), "int64", "zeros")
         self.mask_updates = self._state("mask_updates", (), "int64", "zeros")
 
+    def surgery_counts(self):
+        return int(self.pruned_count.numpy()), int(self.spliced_count.numpy())
+
     def bookkeeping_variables(self):
         return super().bookkeeping_variables() + [
             self.statistics, self.pruned_count, self.spliced_count, self.mask_updates]
@@ -178,7 +181,7 @@ class DynamicSurgery(PruningWrapper):
         self.spliced_count.assign_add(spliced)
         self.mask_updates.assign_add(tf.cast(due, tf.int64))
 
-    def call(self, inputs, *args, training=None, **kwargs):
+    def call(self, *args, training=None, **kwargs):
         if training:
             self._require_callback()
             self._surgery_step()
@@ -191,7 +194,7 @@ class DynamicSurgery(PruningWrapper):
             # unmasked (the straight-through update of the paper).
             mapping.append((weight, value + tf.stop_gradient(masked - value) if training else masked))
         with keras.StatelessScope(state_mapping=mapping):
-            return self.layer(inputs, *args, **kwargs)
+            return self.layer(*args, **kwargs)
 
     # -- serialization ----------------------------------------------------
 

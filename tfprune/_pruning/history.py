@@ -56,17 +56,17 @@ class SparsityHistory(keras.callbacks.Callback):
             return
         # The last step trained (0-based): its masks are the ones recorded.
         step = int(wrappers[0].pruning_step.numpy()) - 1
-        scheduled = [w for w in wrappers if w.pruning_schedule is not None]
-        target = float(scheduled[0].pruning_schedule(max(step, 0))[1]) if scheduled else None
+        targets = [t for t in (w.target_sparsity(step) for w in wrappers) if t is not None]
+        target = targets[0] if targets else None
         masks = [keras.ops.convert_to_numpy(m) for w in wrappers for m in w.masks]
         zeros = sum(int(np.sum(m == 0)) for m in masks)
         total = sum(m.size for m in masks)
-        surgery = [w for w in wrappers if w.pruning_schedule is None]
+        counts = [c for c in (w.surgery_counts() for w in wrappers) if c is not None]
         self.history["step"].append(step)
         self.history["target_sparsity"].append(target)
         self.history["sparsity"].append(zeros / total if total else 0.0)
-        self.history["pruned"].append(sum(int(w.pruned_count.numpy()) for w in surgery) if surgery else None)
-        self.history["spliced"].append(sum(int(w.spliced_count.numpy()) for w in surgery) if surgery else None)
+        self.history["pruned"].append(sum(c[0] for c in counts) if counts else None)
+        self.history["spliced"].append(sum(c[1] for c in counts) if counts else None)
 
     def get_config(self):
         return {"every_n_steps": self.every_n_steps}

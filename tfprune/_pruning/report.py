@@ -5,8 +5,9 @@ import json
 import keras
 import numpy as np
 
+from tfprune._common.layers import walk_layers
 from tfprune._pruning import registry
-from tfprune._pruning.base import PruningWrapper
+from tfprune._pruning.base import PruningWrapper, masked_value
 
 
 class SparsityReport:
@@ -89,7 +90,7 @@ def sparsity_report(model):
     ```
     """
     rows = []
-    for layer in _leaf_layers(model):
+    for layer in _units(model):
         inner = layer.layer if isinstance(layer, PruningWrapper) else layer
         weights = (layer.pruned_weights if isinstance(layer, PruningWrapper)
                    else registry.prunable_weights(inner, explicit=True)) or []
@@ -106,7 +107,7 @@ def sparsity_report(model):
                 "nonzero": nonzero,
                 "sparsity": 1.0 - nonzero / value.size if value.size else 0.0,
             })
-    masks = {id(w): m for wrapper in _leaf_layers(model) if isinstance(wrapper, PruningWrapper)
+    masks = {id(w): m for wrapper in _units(model) if isinstance(wrapper, PruningWrapper)
              for w, m in zip(wrapper.pruned_weights, wrapper.masks)}
     all_values = [_effective(w, masks) for w in _model_params(model)]
     total = int(sum(v.size for v in all_values))
@@ -114,24 +115,30 @@ def sparsity_report(model):
     return SparsityReport(model.name, rows, total, nonzero)
 
 
-def _leaf_layers(model):
+def _units(model):
+    """The layers whose prunable weights make the rows, each weight once.
+
+    A wrapper, or a layer tfprune prunes as one (an attention layer, a block that owns
+    layers), is a row owner: nothing inside it is listed again. Models are looked into.
+    """
     if not isinstance(model, keras.Model):
         return [model]
-    layers = []
-    for layer in model.layers:
-        layers.extend(_leaf_layers(layer) if isinstance(layer, keras.Model) else [layer])
-    return layers
+
+    def descend(layer):
+        return isinstance(layer, keras.Model) or not (
+            isinstance(layer, PruningWrapper) or registry.can_prune(layer, explicit=True))
+
+    return [layer for layer in walk_layers(model, descend=descend) if not isinstance(layer, keras.Model)]
 
 
 def _model_params(model):
     # Masks, thresholds and steps are bookkeeping, not parameters of the network.
-    bookkeeping = {id(v) for w in _leaf_layers(model) if isinstance(w, PruningWrapper)
+    bookkeeping = {id(v) for w in walk_layers(model) if isinstance(w, PruningWrapper)
                    for v in w.bookkeeping_variables()}
     return [v for v in model.weights if id(v) not in bookkeeping]
 
 
 def _effective(weight, masks):
     """The weight as the forward pass uses it: times its mask (dynamic surgery keeps pruned values)."""
-    value = keras.ops.convert_to_numpy(weight)
     mask = masks.get(id(weight))
-    return value if mask is None else value * keras.ops.convert_to_numpy(mask)
+    return keras.ops.convert_to_numpy(weight) if mask is None else masked_value(weight, mask)

@@ -8,6 +8,7 @@ TensorFlow.
 """
 
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -186,6 +187,15 @@ class PolynomialDecay(PruningSchedule):
         self.end_step = int(end_step)
         self.power = power
         self.frequency = int(frequency)
+        if self.frequency > self.end_step - self.begin_step and self.final_sparsity != self.initial_sparsity:
+            warnings.warn(
+                f"PolynomialDecay: frequency={self.frequency} is larger than the {self.end_step - self.begin_step} "
+                f"steps from begin_step={self.begin_step} to end_step={self.end_step}, so the masks are updated "
+                f"once, at step {self.begin_step}, to initial_sparsity={self.initial_sparsity}, and "
+                f"final_sparsity={self.final_sparsity} is never reached. Pass a frequency of at most "
+                f"{max(self.end_step - self.begin_step, 1)} (e.g. frequency=1 for a short run).",
+                UserWarning, stacklevel=2,
+            )
 
     def __call__(self, step):
         step = int(step)

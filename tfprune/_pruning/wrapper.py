@@ -105,6 +105,15 @@ class PruneLowMagnitude(PruningWrapper):
         if layer.built:
             self._build_pruning_state()
 
+    # -- what the callbacks ask -----------------------------------------------
+
+    def due_sparsity(self, step):
+        should, sparsity = self.pruning_schedule(step)
+        return float(sparsity) if should else None
+
+    def target_sparsity(self, step):
+        return float(self.pruning_schedule(max(step, 0))[1])
+
     # -- building ---------------------------------------------------------
 
     def _create_state(self):
@@ -125,11 +134,12 @@ class PruneLowMagnitude(PruningWrapper):
 
     # -- forward pass -----------------------------------------------------
 
-    def call(self, inputs, *args, training=None, **kwargs):
+    def call(self, *args, training=None, **kwargs):
+        # *args: the wrapped layer may be called with keywords only (attention: query=, value=).
         if training:
             self._require_callback()
             self.pruning_step.assign_add(1)
-        return self.layer(inputs, *args, **kwargs)
+        return self.layer(*args, **kwargs)
 
     # -- masks ------------------------------------------------------------
 
