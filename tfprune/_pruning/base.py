@@ -22,6 +22,12 @@ NO_CALLBACK = (
 )
 
 
+def _positional(inputs, args):
+    """The wrapped layer's positional arguments: ``inputs`` is None when it is called with keywords only."""
+    # Attention layers are often called as mha(query=x, value=x): no positional input at all.
+    return args if inputs is None else (inputs,) + tuple(args)
+
+
 def masked_value(weight, mask):
     """A host copy of ``weight * mask``: the weight as the forward pass uses it."""
     return keras.ops.convert_to_numpy(weight) * keras.ops.convert_to_numpy(mask)

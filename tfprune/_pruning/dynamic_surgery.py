@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfprune._pruning import registry
-from tfprune._pruning.base import _PACKAGE, PruningWrapper
+from tfprune._pruning.base import _PACKAGE, PruningWrapper, _positional
 
 # The authors' own defaults: the example in their README (LeNet-5's ip1) sets
 # gamma 0.0001, power 1, c_rate 4, iter_stop 14000.
@@ -181,7 +181,7 @@ class DynamicSurgery(PruningWrapper):
         self.spliced_count.assign_add(spliced)
         self.mask_updates.assign_add(tf.cast(due, tf.int64))
 
-    def call(self, *args, training=None, **kwargs):
+    def call(self, inputs=None, *args, training=None, **kwargs):
         if training:
             self._require_callback()
             self._surgery_step()
@@ -194,7 +194,7 @@ class DynamicSurgery(PruningWrapper):
             # unmasked (the straight-through update of the paper).
             mapping.append((weight, value + tf.stop_gradient(masked - value) if training else masked))
         with keras.StatelessScope(state_mapping=mapping):
-            return self.layer(*args, **kwargs)
+            return self.layer(*_positional(inputs, args), **kwargs)
 
     # -- serialization ----------------------------------------------------
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from tfprune._pruning import masks as mask_lib
 from tfprune._pruning import registry
-from tfprune._pruning.base import _PACKAGE, PruningWrapper
+from tfprune._pruning.base import _PACKAGE, PruningWrapper, _positional
 from tfprune._pruning.schedules import ConstantSparsity, PruningSchedule
 
 GRANULARITIES = ("layer", "global")
@@ -134,12 +134,11 @@ class PruneLowMagnitude(PruningWrapper):
 
     # -- forward pass -----------------------------------------------------
 
-    def call(self, *args, training=None, **kwargs):
-        # *args: the wrapped layer may be called with keywords only (attention: query=, value=).
+    def call(self, inputs=None, *args, training=None, **kwargs):
         if training:
             self._require_callback()
             self.pruning_step.assign_add(1)
-        return self.layer(*args, **kwargs)
+        return self.layer(*_positional(inputs, args), **kwargs)
 
     # -- masks ------------------------------------------------------------
 
