@@ -31,7 +31,9 @@ setup(
         "plot": ["matplotlib"],
         "bench": _TFMOT + ["matplotlib"],
         "docs": ["mkdocs>=1.6", "mkdocstrings-python>=1.10"],
-        "dev": ["pytest>=7", "pytest-xdist", "matplotlib", "mkdocs>=1.6", "mkdocstrings-python>=1.10"]
+        # keras-hub: the tests prune KerasHub backbones built from a config (no downloads).
+        "dev": ["pytest>=7", "pytest-xdist", "matplotlib", "mkdocs>=1.6", "mkdocstrings-python>=1.10",
+                "keras-hub>=0.21"]
         + _TFLITE + _TFMOT,
     },
     entry_points={"console_scripts": ["tfprune=tfprune.cli:main"]},

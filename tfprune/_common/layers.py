@@ -109,7 +109,7 @@ def fresh_copy(layer):
     if not layer.built:
         return clone
     build_config = layer.get_build_config()
-    if build_config:
+    if build_config and not clone.built:  # some layers build in from_config (KerasHub's decoders)
         with warnings.catch_warnings():
             # Keras warns that a layer without build() may have unbuilt state; handled below.
             warnings.filterwarnings("ignore", message=".*does not have a `build\\(\\)` method implemented.*")

@@ -527,7 +527,7 @@ def _warn_unreached(model, caller):
         inner = {id(w) for sub in registry.sublayers(layer) for w in sub.weights}
         for weight in layer.weights:
             if id(weight) not in inner and id(weight) not in pruned and len(weight.shape) >= 2 and weight.trainable:
-                unreached.append(f"'{layer.name}' ({type(layer).__name__}): {registry.weight_label(weight)} "
+                unreached.append(f"'{layer.name}' ({type(layer).__name__}): {registry.weight_label(weight, layer)} "
                                  f"{'x'.join(map(str, weight.shape))}")
     if unreached:
         warnings.warn(

@@ -166,7 +166,7 @@ class PruningSummaries(keras.callbacks.Callback):
                     _scalar(f"pruning/{name}/{scalar}", value, step)
                 for weight, mask, threshold in zip(wrapper.pruned_weights, wrapper.masks, wrapper.thresholds):
                     mask = keras.ops.convert_to_numpy(mask)
-                    tag = f"pruning/{name}/{registry.weight_label(weight)}"
+                    tag = f"pruning/{name}/{registry.weight_label(weight, wrapper.layer)}"
                     _scalar(f"{tag}/sparsity", 1.0 - np.mean(mask), step)
                     _scalar(f"{tag}/threshold", threshold.numpy(), step)
             if self.bn_scales:

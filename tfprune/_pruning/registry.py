@@ -202,6 +202,13 @@ def can_prune(layer, explicit=False):
     return any(can_prune(sub) for sub in sublayers(layer))
 
 
-def weight_label(weight):
-    """A weight's name, unique within its layer: 'kernel', 'lstm_cell/recurrent_kernel', 'query/kernel'."""
+def weight_label(weight, layer=None):
+    """A weight's name within ``layer``: 'kernel', 'lstm_cell/recurrent_kernel', 'query/kernel'.
+
+    Without ``layer`` (or when the weight's path does not start with the layer's), the path
+    without its first part.
+    """
+    prefix = f"{layer.path}/" if layer is not None and getattr(layer, "path", None) else None
+    if prefix and weight.path.startswith(prefix):
+        return weight.path[len(prefix):]
     return weight.path.split("/", 1)[-1] if "/" in weight.path else weight.name

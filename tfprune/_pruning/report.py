@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from tfprune._common.layers import walk_layers
+from tfprune._common.text import format_table
 from tfprune._pruning import registry
 from tfprune._pruning.base import PruningWrapper, masked_value
 
@@ -58,16 +59,9 @@ class SparsityReport:
         ]
         lines.append(("all parameters", "", "", "", f"{self.total_params:,}", f"{self.total_nonzero:,}",
                       f"{self.total_sparsity:.2%}"))
-        widths = [max(len(str(line[i])) for line in [header] + lines) for i in range(len(header))]
-        right = {4, 5, 6}
-
-        def fmt(line):
-            return "  ".join(str(v).rjust(w) if i in right else str(v).ljust(w)
-                             for i, (v, w) in enumerate(zip(line, widths))).rstrip()
-
-        rule = "-" * len(fmt(header))
-        body = [fmt(line) for line in lines]
-        return "\n".join([f"Sparsity of '{self.model_name}'", fmt(header), rule] + body[:-1] + [rule, body[-1]])
+        table = format_table(header, lines, right={4, 5, 6})
+        # The totals line sits under a second rule.
+        return "\n".join([f"Sparsity of '{self.model_name}'"] + table[:-1] + [table[1], table[-1]])
 
     def __repr__(self):
         return f"<SparsityReport '{self.model_name}': {len(self.rows)} weights, {self.total_sparsity:.2%} sparse>"
@@ -101,7 +95,7 @@ def sparsity_report(model):
             rows.append({
                 "layer": inner.name,
                 "class": type(inner).__name__,
-                "weight": registry.weight_label(weight),
+                "weight": registry.weight_label(weight, inner),
                 "shape": list(value.shape),
                 "params": int(value.size),
                 "nonzero": nonzero,
