@@ -195,3 +195,14 @@ def test_polynomial_decay_that_could_never_reach_its_target_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         tfprune.PolynomialDecay(0.0, 0.8, 0, 15, frequency=5)
+
+
+def test_dynamic_surgery_reaches_layers_inside_a_block():
+    model = _block_model(eager_build=False)
+    x = RNG.normal(size=(16, 5, 8)).astype("float32")
+    surgery = _fit(tfprune.dynamic_surgery(model, c=0.5, gamma=0.0, iter_stop=100), x, np.zeros((16, 2), "float32"))
+    (block,) = [w for w in pruning_wrappers(surgery) if w.layer.name == "block"]
+    assert len(block.pruned_weights) == 6
+    assert all(keras.ops.convert_to_numpy(m).mean() < 1.0 for m in block.masks)
+    stripped = tfprune.strip_pruning(surgery)
+    _same_outputs(stripped, surgery, x)

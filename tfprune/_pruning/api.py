@@ -306,7 +306,7 @@ def dynamic_surgery_c_for_sparsity(model, sparsity, prune_bias=True):
     ```
     """
     _check_named_layers(model, sparsity, "dynamic_surgery_c_for_sparsity", "sparsity")
-    layers = {layer.name: layer for layer in walk_layers(model)}
+    layers = _wrappable_layers(model)
     result = {}
     for name, fraction in sparsity.items():
         values = [keras.ops.convert_to_numpy(w) for w in surgery_lib.surgery_weights(layers[name], prune_bias)]
@@ -416,8 +416,16 @@ def _check_explicit(layer, caller):
     return layer
 
 
+def _wrappable_layers(model):
+    """``{name: layer}`` of the layers a model-wide call can wrap: the model's own, nested models' too.
+
+    A layer inside a block is pruned as part of the block, so it cannot be named on its own.
+    """
+    return {layer.name: layer for layer in walk_layers(model, descend=lambda l: isinstance(l, keras.Model))}
+
+
 def _check_named_layers(model, names, caller="dynamic_surgery", argument="c"):
-    layers = {layer.name: layer for layer in walk_layers(model)}
+    layers = _wrappable_layers(model)
     for name in names:
         if name not in layers:
             raise ValueError(
