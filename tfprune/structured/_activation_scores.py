@@ -5,6 +5,7 @@ counts, fixed-range histograms, sums of |activation x gradient|) rather than the
 """
 
 import copy
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -123,22 +124,41 @@ class Taylor(DataCriterion):
 
 
 def activation_scores(analysis, criteria, data, batch_size=64, bins=100, loss=None, verbose=1):
-    """Returns ``{criterion.name: {layer: importance}}`` for data criteria, from one batched pass."""
+    """Returns ``{criterion.name: {layer: importance}}`` for data criteria, from one batched pass.
+
+    ``data`` is read by ``_data.batches`` (x, (x, y) or (x, y, sample_weight), x an array, a list
+    of arrays or a dict, or a dataset / iterable of such batches). Sample weights scale each
+    image's loss for gradient criteria and are ignored by the others. When no layer of the model
+    can lose channels, the data's first batch is still checked, a warning says so and every
+    criterion gets ``{}``.
+    """
     names = prunable(analysis)
     graph = analysis.graph
-    keys = [observed_tensor(analysis, n) for n in names]
+    model = analysis.model
     with_grad = [c for c in criteria if c.needs_gradients]
-    loss_fn = _loss(analysis.model, loss, with_grad[0].name) if with_grad else None
+    loss_fn = _loss(model, loss, with_grad[0].name) if with_grad else None
+    iterator, n_batches = _data.batches(model, data, batch_size, need_labels=bool(with_grad))
+    if not names:
+        next(iterator)  # the data is still checked, so a wrong shape is not silently ignored
+        warnings.warn(
+            f"{', '.join(repr(c.name) for c in criteria)}: model '{model.name}' has no layer that can lose output "
+            "channels, so there is nothing to score. Scored are Conv, Dense, SeparableConv and ConvTranspose "
+            "layers (and layers registered with tfprune.surgery.register_layer) whose channels do not reach a "
+            "model output or a layer that cannot be cut; returning empty scores.",
+            stacklevel=4,
+        )
+        return {c.name: {} for c in criteria}
+    keys = [observed_tensor(analysis, n) for n in names]
     outputs = ([graph.tensors[k] for k in graph.output_keys] if with_grad else []) + [graph.tensors[k] for k in keys]
     inputs = graph.functional.inputs
-    probe = keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs)
+    probe = keras.Model(inputs[0] if len(inputs) == 1 else list(inputs), outputs)
     n_out = len(graph.output_keys) if with_grad else 0
     states = [[_fresh(c, graph.shape(k)[-1], bins) for k in keys] for c in criteria]
-    iterator, n_batches = _data.batches(analysis.model, data, batch_size, need_labels=bool(with_grad))
     bar = keras.utils.Progbar(n_batches, verbose=verbose, unit_name="batch")
-    for step, (x, y) in enumerate(iterator):
+    for step, (xs, y, w) in enumerate(iterator):
+        x = xs[0] if len(xs) == 1 else [tf.convert_to_tensor(v) for v in xs]
         if with_grad:
-            acts, grads = _forward_backward(probe, loss_fn, n_out, x, y)
+            acts, grads = _forward_backward(probe, loss_fn, n_out, x, y, w)
         else:
             acts = probe(x, training=False)
             acts = [keras.ops.convert_to_numpy(a) for a in (acts if isinstance(acts, (list, tuple)) else [acts])]
@@ -171,14 +191,19 @@ def _loss(model, loss, name="taylor"):
         config = loss.get_config()
         config["reduction"] = "sum"  # per-image gradients, whatever the batch size
         return loss.__class__.from_config(config)
-    return lambda y, p: keras.ops.sum(loss(y, p))
+
+    def summed(y, p, sample_weight=None):
+        values = loss(y, p)
+        return keras.ops.sum(values if sample_weight is None else values * sample_weight)
+
+    return summed
 
 
-def _forward_backward(probe, loss_fn, n_out, x, y):
-    x = tf.convert_to_tensor(x)
+def _forward_backward(probe, loss_fn, n_out, x, y, sample_weight=None):
+    x = [tf.convert_to_tensor(v) for v in x] if isinstance(x, list) else tf.convert_to_tensor(x)
     with tf.GradientTape() as tape:
         values = probe(x, training=False)
         preds, acts = values[:n_out], values[n_out:]
-        value = loss_fn(y, preds[0] if n_out == 1 else preds)
+        value = loss_fn(y, preds[0] if n_out == 1 else preds, sample_weight=sample_weight)
     grads = tape.gradient(value, acts)
     return [a.numpy() for a in acts], [g.numpy() if g is not None else np.zeros(a.shape, np.float32) for a, g in zip(acts, grads)]

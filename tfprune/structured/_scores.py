@@ -44,21 +44,39 @@ def channel_scores(model, method, data=None, *, batch_size=64, bins=100, loss=No
         model: a built Sequential or Functional Keras 3 model.
         method: one of the names above, or the name of a criterion added with
             ``register_criterion`` (``criteria()`` lists them all).
-        data: calibration data for ``apoz``, ``entropy`` and ``taylor``: an array of inputs,
-            ``(x, y)``, a ``tf.data.Dataset`` of batches or an iterable of batches. Labels
-            are needed for ``taylor`` only. Ignored by the weight-based methods.
+        data: calibration data for ``apoz``, ``entropy`` and ``taylor``, in any form
+            ``model.fit`` takes: ``x``, ``(x, y)`` or ``(x, y, sample_weight)``, where ``x`` is an
+            array, a list of arrays (one per model input, in the order of ``model.inputs``) or a
+            dict keyed by input name; or a ``tf.data.Dataset`` or any iterable of such batches.
+            A list or tuple is read as Keras reads it, by comparing it with the model's inputs:
+            for a model with ``n > 1`` inputs, ``n`` arrays are ``x`` (so ``[x1, x2]`` is the two
+            inputs, never ``(x, y)``); otherwise 1 to 3 items are ``(x, y, sample_weight)``. A
+            list is one in-memory structure, never a list of batches (pass a dataset or a
+            generator for batches). Labels are needed for ``taylor`` only; sample weights scale
+            each image's loss in ``taylor`` and are ignored by ``apoz`` and ``entropy``. Every
+            batch of every input is checked against the model's input shapes. Ignored by the
+            weight-based methods.
         batch_size: batch size when ``data`` is given as arrays.
         bins: histogram bins for ``entropy``.
         loss: loss for ``taylor`` (default: the compiled loss).
         verbose: 1 shows a ``keras.utils.Progbar`` over the calibration batches, 0 is silent.
 
     Returns:
-        ``{layer_name: np.ndarray of shape (output_channels,)}``.
+        ``{layer_name: np.ndarray of shape (output_channels,)}``. ``{}`` when no layer of the
+        model can lose channels; the data-based methods then also warn (after checking the
+        data's first batch) instead of running the calibration pass.
+
+    Raises:
+        ValueError: ``data`` is missing, empty, or does not match the model's inputs (the
+            message names the input); ``taylor`` without labels or a loss.
+        TypeError: ``data`` is none of the forms above.
 
     Example:
 
     ```python
     scores = tfprune.structured.channel_scores(model, "apoz", data=x_train[:1000])
+    two_inputs = tfprune.structured.channel_scores(
+        model2, "apoz", data={"image": images[:500], "meta": meta[:500]})
     weakest = {name: np.argsort(s)[:4] for name, s in scores.items()}
     ```
     """
@@ -172,7 +190,9 @@ def apoz(model, data, *, batch_size=64, verbose=1):
 
     Args:
         model: a built Sequential or Functional Keras 3 model.
-        data: calibration inputs (array, ``(x, y)``, dataset or iterable of batches).
+        data: calibration inputs in any form ``model.fit`` takes (``x``, ``(x, y)``,
+            ``(x, y, sample_weight)`` with ``x`` an array, a list per input or a dict by input
+            name, a dataset or an iterable of batches); see ``channel_scores``.
         batch_size: batch size for array data.
         verbose: 1 shows a progress bar.
 
@@ -204,7 +224,9 @@ def entropy(model, data, *, bins=100, batch_size=64, verbose=1):
 
     Args:
         model: a built Sequential or Functional Keras 3 model.
-        data: calibration inputs (array, ``(x, y)``, dataset or iterable of batches).
+        data: calibration inputs in any form ``model.fit`` takes (``x``, ``(x, y)``,
+            ``(x, y, sample_weight)`` with ``x`` an array, a list per input or a dict by input
+            name, a dataset or an iterable of batches); see ``channel_scores``.
         bins: number of histogram bins m.
         batch_size: batch size for array data.
         verbose: 1 shows a progress bar.
@@ -232,13 +254,17 @@ def taylor(model, data, *, loss=None, batch_size=64, verbose=1):
 
     Args:
         model: a built Sequential or Functional Keras 3 model with one output.
-        data: ``(x, y)`` arrays, or a dataset / iterable of ``(x, y)`` batches.
+        data: ``(x, y)`` or ``(x, y, sample_weight)`` with ``x`` an array, a list per input
+            or a dict by input name, or a dataset / iterable of such batches; see
+            ``channel_scores``. Sample weights scale each image's loss.
         loss: a Keras loss (name, function or ``keras.losses.Loss``); default: the compiled loss.
         batch_size: batch size for array data.
         verbose: 1 shows a progress bar.
 
     Returns:
-        ``{layer_name: np.ndarray (output_channels,)}``.
+        ``{layer_name: np.ndarray (output_channels,)}``. A model none of whose layers can lose
+        channels (no Conv/Dense producer whose channels the graph can cut) gets ``{}`` and a
+        warning naming the model, not an error, as the weight-based methods return ``{}``.
 
     Example:
 
