@@ -46,8 +46,12 @@ def strip_wrappers(model):
     return strip_pruning(model) if wrapped else model
 
 
-def input_specs(model, batch_size):
-    """The exported inputs, in ``model.inputs`` order, with the batch fixed to ``batch_size``."""
+def input_specs(model, batch_size, example=None):
+    """The exported inputs, in ``model.inputs`` order, with the batch fixed to ``batch_size``.
+
+    A subclassed model has no ``model.inputs``: its one input has the shape it was built with,
+    and the dtype of ``example`` (the user's sample or representative array) or its input dtype.
+    """
     if not isinstance(model, keras.Model):
         raise ValueError(f"to_tflite: expected a keras Model. Received: {type(model).__name__}.")
     if not model.built:
@@ -55,7 +59,7 @@ def input_specs(model, batch_size):
             f"to_tflite: model '{model.name}' was never built, so its inputs are unknown. Call it on a batch "
             "or build it with fixed input shapes first."
         )
-    inputs = getattr(model, "inputs", None) or _built_input(model)
+    inputs = getattr(model, "inputs", None) or _built_input(model, example)
     specs, seen = [], set()
     for tensor in inputs:
         shape = tuple(tensor.shape)
@@ -103,7 +107,7 @@ def as_input_list(data, specs, argument):
     return checked
 
 
-def _built_input(model):
+def _built_input(model, example):
     """The one input of a subclassed model, from the shape it was built with (no ``model.inputs``)."""
     shape = (model.get_build_config() or {}).get("input_shape")
     if shape is None or not all(d is None or isinstance(d, int) for d in shape):
@@ -112,7 +116,9 @@ def _built_input(model):
             "its exported inputs are unknown. Wrap it in a Functional model with fixed input shapes, e.g. "
             "`x = keras.Input((28, 28)); model = keras.Model(x, model(x))`, and export that."
         )
-    return [keras.KerasTensor(tuple(shape), dtype=model.input_dtype, name="input")]
+    dtype = getattr(example, "dtype", None)
+    dtype = keras.backend.standardize_dtype(dtype) if dtype is not None else model.input_dtype
+    return [keras.KerasTensor(tuple(shape), dtype=dtype, name="input")]
 
 
 def _check_array(values, spec, argument):

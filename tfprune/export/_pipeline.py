@@ -167,7 +167,8 @@ def _prepare(model, mode, representative_data, sample_data, io_dtype, per_channe
              verify_samples, latency_runs):
     """The ``_Job`` (stripped model, checked data, Keras outputs) and a note on how LSTMs convert."""
     model = _convert.strip_wrappers(model)
-    specs = _convert.input_specs(model, batch_size)
+    specs = _convert.input_specs(model, batch_size, example=sample_data if sample_data is not None
+                                 else representative_data)
     representative = (_convert.as_input_list(representative_data, specs, "representative_data")
                       if representative_data is not None else None)
     if sample_data is not None:
