@@ -29,7 +29,7 @@ class ChannelGroup:
 def _generic_reason(layer, gnode):
     name = type(layer).__name__
     if not isinstance(layer, keras.layers.Layer):
-        return f"'{layer.name}' ({name}): a raw operation, not a layer"
+        return None  # a keras.ops call: its operation family decides
     if isinstance(layer, keras.Model):
         return f"'{layer.name}' ({name}): a nested model, which channels are not traced into"
     if gnode.shared:
