@@ -14,7 +14,7 @@ Vocabulary:
 
 Modules: ``nodes`` (the graph), ``families`` (the layer families and the registry),
 ``operations`` (the op families), ``channels`` (the union-find over channel ids), ``rebuild``
-(a model rebuilt with sliced weights).
+(a model rebuilt with sliced weights), ``report`` (what a cut did: ``StructuredReport``).
 """
 
 from tfprune._graph.channels import ChannelAnalysis, ChannelGroup
@@ -31,11 +31,13 @@ from tfprune._graph.families import (
 from tfprune._graph.operations import OpFamily
 from tfprune._graph.nodes import Graph, GraphNode
 from tfprune._graph.rebuild import copy_compile, rebuild_model, zero_cut
+from tfprune._graph.report import StructuredReport, cut_report
 
 __all__ = [
     "ACTIVATIONS",
     "OPAQUE",
     "SUPPORTED",
+    "StructuredReport",
     "ChannelAnalysis",
     "ChannelGroup",
     "Graph",
@@ -43,6 +45,7 @@ __all__ = [
     "LayerFamily",
     "OpFamily",
     "copy_compile",
+    "cut_report",
     "family_of",
     "output_filters",
     "rebuild_model",

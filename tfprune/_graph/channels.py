@@ -50,6 +50,7 @@ class ChannelAnalysis:
         self.ids = {}  # tensor key -> id array along its last axis
         self.families = {}  # node index -> family (OPAQUE where the call cannot be cut)
         self.producers = {}  # layer name -> output id array
+        self.opaque = {}  # node name -> why that call cannot be cut
         for key in self.graph.input_keys:
             self.ids[key] = self.fresh(self.width(key), f"it is an input of model '{model.name}'")
         for index, gnode in enumerate(self.graph.nodes):
@@ -103,6 +104,7 @@ class ChannelAnalysis:
         reason = _generic_reason(layer, gnode) or family.opaque_reason(layer, gnode, self.graph)
         if reason:
             self.families[index] = OPAQUE
+            self.opaque.setdefault(gnode.name, reason)
             for ids in (self.ids[key] for key in gnode.inputs):
                 self.block(ids, f"it flows into {reason}")
             for key in gnode.outputs:

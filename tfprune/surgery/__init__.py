@@ -34,10 +34,10 @@ smaller = tfprune.surgery.remove_channels(model, {"conv1": [0, 3, 4]})
 ```
 """
 
-from tfprune._graph import LayerFamily, OpFamily, register_layer, register_operation
+from tfprune._graph import LayerFamily, OpFamily, StructuredReport, register_layer, register_operation
 from tfprune.surgery._embedding import CompactEmbedding, compact_embeddings
 from tfprune.surgery._groups import CoupledGroup, coupled_groups
 from tfprune.surgery._remove import remove_channels, zero_channels
 
-__all__ = ["CompactEmbedding", "CoupledGroup", "LayerFamily", "OpFamily", "compact_embeddings", "coupled_groups",
+__all__ = ["CompactEmbedding", "CoupledGroup", "LayerFamily", "OpFamily", "StructuredReport", "compact_embeddings", "coupled_groups",
            "register_layer", "register_operation", "remove_channels", "zero_channels"]
