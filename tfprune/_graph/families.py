@@ -259,6 +259,9 @@ class Channelwise(Follower):
             if w.name in ("gamma", "beta"):
                 zero_along(w, ~in_keep)
 
+    def macs(self, layer, in_shape, out_shape):
+        return _prod(out_shape[1:])  # at inference, a scale and a shift per element
+
 
 class PassThrough(Follower):
     """The channel axis goes through untouched (activations, dropout, pooling, padding, ...)."""
@@ -271,7 +274,7 @@ class Elementwise(PassThrough):
         return _prod(out_shape[1:])
 
 
-class Softmax(Elementwise):
+class Softmax(PassThrough):
     def opaque_reason(self, layer, gnode, graph):
         axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
         if any(_last_axis(a, _in_rank(gnode, graph)) for a in axes):
@@ -366,6 +369,22 @@ class Opaque(Follower):
             return (f"'{layer.name}' ({name}): a layer that owns layers ({names}), which channels are not "
                     "traced into")
         return f"'{layer.name}' ({name}): a layer type tfprune.surgery cannot cut through"
+
+
+class OpaqueNormalization(Opaque):
+    """LayerNormalization and friends: not cut (they mix the channels), one operation per output element."""
+
+    def macs(self, layer, in_shape, out_shape):
+        return _prod(out_shape[1:])
+
+
+class OpaqueEinsumDense(Opaque):
+    """EinsumDense: not cut; multiply-adds are the output size times the kernel dims summed over."""
+
+    def macs(self, layer, in_shape, out_shape):
+        kernel_letters, output = layer.equation.split(",")[1].split("->")
+        summed = [d for letter, d in zip(kernel_letters, layer.kernel.shape) if letter not in output]
+        return _prod(out_shape[1:]) * _prod(summed)
 
 
 OPAQUE = Opaque()
@@ -485,6 +504,9 @@ def _register_builtins():
         Reshape(): (L.Reshape,),
         Merge(): (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum),
         Concatenate(): (L.Concatenate,),
+        OpaqueNormalization(): tuple(getattr(L, n) for n in ("LayerNormalization", "GroupNormalization",
+                                                             "UnitNormalization", "RMSNormalization") if hasattr(L, n)),
+        OpaqueEinsumDense(): (L.EinsumDense,),
     }
     for family, classes in families.items():
         for cls in classes:
