@@ -24,7 +24,9 @@ SUPPORTED = (
     "BatchNormalization (last axis), PReLU, Activation/ReLU/LeakyReLU/ELU, Softmax (not on the "
     "channel axis), Dropout and noise layers, pooling and global pooling, ZeroPadding, Cropping, "
     "UpSampling, Flatten, Reshape (keeping the last axis, or flattening), Rescaling (scalar), "
-    "Add/Subtract/Multiply/Average/Maximum/Minimum, Concatenate; all channels_last"
+    "Add/Subtract/Multiply/Average/Maximum/Minimum, Concatenate; keras.ops nodes: element-wise ops "
+    "(with a scalar or between tensors), reductions and cumulative ops not over the channel axis, slicing, "
+    "transpose, expand_dims, squeeze and reshape keeping the channel axis last, concatenate; all channels_last"
 )
 
 
