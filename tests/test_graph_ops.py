@@ -178,3 +178,13 @@ def test_a_keras_hub_transformer_encoder_is_opaque():
         same = structured.prune(model, ratio=0.5, verbose=0)
     x = _x(model)
     np.testing.assert_allclose(same.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_a_lambda_layer_is_copied_and_left_alone():
+    inp = keras.Input((8,))
+    h = L.Lambda(lambda t: t * 2.0, name="twice")(L.Dense(16, name="a")(inp))
+    model = keras.Model(inp, L.Dense(2)(L.Concatenate()([h, L.Dense(8, name="side")(inp)])))
+    smaller, report = structured.prune(model, ratio=0.5, verbose=0, return_report=True)
+    assert report.cut == {"side": (8, 4)} and "'twice' (Lambda)" in report.left_alone["a"]
+    x = _x(model)
+    assert smaller.predict(x, verbose=0).shape == (4, 2)

@@ -59,6 +59,12 @@ def _rebuild_layer(analysis, index, gnode, keeps):
 def _copy(layer):
     try:
         return layer.__class__.from_config(layer.get_config())
+    except Exception:
+        pass
+    try:
+        # A Lambda's config holds Python code, which safe mode refuses to load from a file; here the
+        # code is the user's own layer, already in memory, so there is nothing untrusted to guard.
+        return keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer), safe_mode=False)
     except Exception as err:
         raise ValueError(
             f"Layer '{layer.name}' ({type(layer).__name__}) could not be re-created from its config ({err}), so "
