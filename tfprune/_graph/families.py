@@ -327,22 +327,27 @@ class Reshape(Follower):
         return clone(layer, target_shape=tuple(out_shape)), None
 
 
+def tie(flow, name, gnode, ins):
+    """Ties inputs of the output's width channel by channel; single channels broadcast; others block."""
+    width = flow.width(gnode.outputs[0])
+    full = [ids for ids in ins if len(ids) == width]
+    if not full:  # every input broadcasts: the output's channels are new, and nothing here can go
+        for ids in ins:
+            flow.block(ids, f"it broadcasts into '{name}'")
+        return [flow.fresh(width, f"it comes out of '{name}', where every input broadcasts")]
+    for ids in ins:
+        if len(ids) == width:
+            flow.union(full[0], ids)
+        elif len(ids) != 1:  # broadcasting a single channel over all is fine
+            flow.block(ids, f"it broadcasts into '{name}'")
+    return [full[0]]
+
+
 class Merge(Follower):
     """Add, Subtract, Multiply, ...: inputs are tied channel by channel, so they lose the same channels."""
 
     def propagate(self, flow, layer, gnode, ins):
-        width = flow.width(gnode.outputs[0])
-        full = [ids for ids in ins if len(ids) == width]
-        if not full:  # every input broadcasts: the output's channels are new, and nothing here can go
-            for ids in ins:
-                flow.block(ids, f"it broadcasts into '{layer.name}'")
-            return [flow.fresh(width, f"it comes out of '{layer.name}', where every input broadcasts")]
-        for ids in ins:
-            if len(ids) == width:
-                flow.union(full[0], ids)
-            elif len(ids) != 1:  # broadcasting a single channel over all is fine
-                flow.block(ids, f"it broadcasts into '{layer.name}'")
-        return [full[0]]
+        return tie(flow, layer.name, gnode, ins)
 
     def macs(self, layer, in_shape, out_shape):
         return _prod(out_shape[1:])  # one operation per output element

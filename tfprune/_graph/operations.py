@@ -23,7 +23,7 @@ name for them); ``keras_op_classes`` is the one place that reads them.
 import keras
 import numpy as np
 
-from tfprune._graph.families import Follower, Merge, _in_rank, _last_axis, _prod, register_operation
+from tfprune._graph.families import Follower, _in_rank, _last_axis, _prod, register_operation, tie
 
 
 def keras_op_classes(*names):
@@ -89,9 +89,7 @@ class ElementwiseOp(OpFamily):
         return None
 
     def propagate(self, flow, op, gnode, ins):
-        if len(ins) == 1:
-            return [ins[0]]
-        return Merge.propagate(self, flow, op, gnode, ins)
+        return [ins[0]] if len(ins) == 1 else tie(flow, gnode.name, gnode, ins)
 
     def macs(self, op, in_shape, out_shape):
         return _prod(out_shape[1:])  # one operation per output element
@@ -183,7 +181,7 @@ class ConcatenateOp(OpFamily):
     def propagate(self, flow, op, gnode, ins):
         if _last_axis(op.axis, _in_rank(gnode, flow.graph)):
             return [np.concatenate(ins)]
-        return Merge.propagate(self, flow, op, gnode, ins)
+        return tie(flow, gnode.name, gnode, ins)
 
 
 class MatmulOp(OpFamily):
