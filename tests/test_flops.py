@@ -98,3 +98,30 @@ def test_a_keras_hub_encoder_counts_its_attention():
     projections = 4 * T * D * HEADS * key_dim
     attention = 2 * HEADS * T * T * key_dim
     assert flops == projections + attention + 2 * T * D + 2 * T * D * FF
+
+
+def _profiler_counts(model, shape):
+    """TensorFlow's own float-op count of one sample, per op type (the v1 profiler over the traced graph)."""
+    tf = pytest.importorskip("tensorflow")
+    traced = tf.function(lambda x: model(x, training=False)).get_concrete_function(tf.TensorSpec(shape, tf.float32))
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    profile = tf.compat.v1.profiler.profile(graph=traced.graph, options=options)
+    by_type = {}
+    for node in profile.children:
+        kind = traced.graph.get_operation_by_name(node.name).type
+        by_type[kind] = by_type.get(kind, 0) + node.float_ops
+    return by_type
+
+
+def test_an_explicit_attention_block_matches_the_tensorflow_profiler():
+    inp = keras.Input((T, D))
+    q, k, v = (L.Dense(D, name=n)(inp) for n in "qkv")
+    scores = ops.softmax(ops.matmul(q, ops.transpose(k, (0, 2, 1))))
+    x = L.Dense(D, name="o")(ops.matmul(scores, v)) + inp
+    model = keras.Model(inp, L.Dense(D, name="ff2")(L.Dense(FF, name="ff1")(x)) + x)
+    counted = _profiler_counts(model, (1, T, D))
+    matmuls = sum(n for kind, n in counted.items() if "MatMul" in kind) // 2  # a multiply-add is 2 float ops
+    residuals = counted["AddV2"]  # one per element; biases are BiasAdd, not counted here
+    assert matmuls > 0 and residuals == 2 * T * D
+    assert structured.flops_report(model).total_flops == matmuls + residuals
