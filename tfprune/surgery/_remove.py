@@ -118,8 +118,8 @@ def remove_channels(model, channels, *, return_report=False):
     model = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=10)
     smaller = tfprune.surgery.remove_channels(model, {"conv2_block1_1_conv": [0, 5, 7]})
     smaller.summary()
-    smaller, report = tfprune.surgery.remove_channels(model, {"conv1_conv": [1]}, return_report=True)
-    print(report.cut)   # every member of conv1_conv's coupled group: {layer: (before, after)}
+    smaller, report = tfprune.surgery.remove_channels(model, {"conv2_block1_0_conv": [1]}, return_report=True)
+    print(report.cut)   # the whole residual stream it feeds: {layer: (before, after)}
     ```
     """
     analysis = ChannelAnalysis(model)
