@@ -19,11 +19,13 @@ model's graph:
 * softmax (layer or op), reductions, biases, activations fused into a layer
   (``Dense(..., activation="relu")``), pooling, reshapes and other shape operations: 0.
 
-Layers that own layers (a nested model, a custom block, KerasHub's ``TransformerEncoder``,
-MultiHeadAttention itself) are run once on zeros of their input shape, and every call of every
-layer inside them is counted by the rules above; their row holds the sum. ``keras.ops`` calls
-written inside such a layer's ``call`` are not seen (they are not layers). A layer whose input
-shape has an unknown dimension (other than the batch) counts 0.
+A nested Sequential or Functional model with fixed input shapes is counted node by node like
+the outer one; its row holds the sum. Other layers that own layers (a custom block, KerasHub's
+``TransformerEncoder``, MultiHeadAttention itself, a nested model with unknown input sizes) are
+run once on zeros of their input shape, and every call of every layer inside them is counted
+by the rules above; their row holds the sum. ``keras.ops`` calls written inside such a layer's
+``call`` are not seen (they are not layers). Recurrent layers (LSTM, GRU, ...) count 0. A node
+whose input or output shape has an unknown dimension (other than the batch) counts 0.
 """
 
 import warnings
@@ -130,11 +132,21 @@ def _node_macs(graph, gnode, in_shape, out_shape):
     own = family_of(layer).macs(layer, in_shape, out_shape)
     if not isinstance(layer, L.Layer) or not keras_internals.tracked_sublayers(layer, recursive=False):
         return own
+    if isinstance(layer, keras.Model) and _has_static_inputs(layer):
+        return own + flops_report(layer).total_flops
     calls = _inner_calls(graph, gnode)
     if calls is None:
         return own
     inner = sum(_call_macs(call, calls) for call in calls)
     return own + inner + _attention_macs(layer, calls)
+
+
+def _has_static_inputs(model):
+    try:
+        graph = Graph(model)
+    except ValueError:  # a subclassed model: no graph to read
+        return False
+    return all(None not in graph.shape(key)[1:] for key in graph.input_keys)
 
 
 class _Call:
