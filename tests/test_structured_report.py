@@ -81,3 +81,16 @@ def test_iterative_prune_keeps_a_report_per_step():
     _, history = structured.iterative_prune(model, ratio_per_step=0.5, steps=2, verbose=0)
     assert [h["report"].cut["b"] for h in history] == [(8, 4), (4, 2)]
     assert history[0]["removed"] == 6
+
+
+def test_a_shared_layer_and_the_global_threshold_are_reasons():
+    inp = keras.Input((8,))
+    shared = L.Dense(8, name="shared")
+    small, big = L.Dense(8, name="small")(inp), L.Dense(8, name="big")(inp)
+    model = keras.Model(inp, L.Dense(2, name="logits")(L.Concatenate()([shared(inp), shared(inp), small, big])))
+    model.get_layer("small").kernel.assign(np.full((8, 8), 0.01, "float32"))
+    model.get_layer("big").kernel.assign(np.full((8, 8), 1.0, "float32"))
+    _, report = structured.prune(model, ratio=0.25, scope="global", verbose=0, return_report=True)
+    assert "'shared' (Dense): a layer shared by several calls" in report.left_alone["shared"]
+    assert report.cut == {"small": (8, 4)}
+    assert report.left_alone["big"] == "its channels score above the global threshold"
