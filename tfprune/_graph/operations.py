@@ -75,6 +75,8 @@ class OpFamily(Follower):
     """
 
     def rebuild(self, layer, in_keep, out_keep, out_shape):
+        if isinstance(layer, keras.layers.Layer):  # registered for a layer: a copy, never the original's weights
+            return super().rebuild(layer, in_keep, out_keep, out_shape)
         return layer, None
 
 
