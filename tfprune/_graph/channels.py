@@ -29,7 +29,7 @@ class ChannelGroup:
 def _generic_reason(layer, gnode):
     name = type(layer).__name__
     if not isinstance(layer, keras.layers.Layer):
-        return f"'{layer.name}' ({name}): a raw operation, not a layer"
+        return None  # a keras.ops call: its operation family decides
     if isinstance(layer, keras.Model):
         return f"'{layer.name}' ({name}): a nested model, which channels are not traced into"
     if gnode.shared:
@@ -50,6 +50,7 @@ class ChannelAnalysis:
         self.ids = {}  # tensor key -> id array along its last axis
         self.families = {}  # node index -> family (OPAQUE where the call cannot be cut)
         self.producers = {}  # layer name -> output id array
+        self.opaque = {}  # node name -> why that call cannot be cut
         for key in self.graph.input_keys:
             self.ids[key] = self.fresh(self.width(key), f"it is an input of model '{model.name}'")
         for index, gnode in enumerate(self.graph.nodes):
@@ -103,6 +104,7 @@ class ChannelAnalysis:
         reason = _generic_reason(layer, gnode) or family.opaque_reason(layer, gnode, self.graph)
         if reason:
             self.families[index] = OPAQUE
+            self.opaque.setdefault(gnode.name, reason)
             for ids in (self.ids[key] for key in gnode.inputs):
                 self.block(ids, f"it flows into {reason}")
             for key in gnode.outputs:

@@ -13,6 +13,8 @@ import numpy as np
 
 import keras
 
+from tfprune._common import keras_internals
+
 L = keras.layers
 
 ACTIVATIONS = (L.Activation, L.ReLU, L.LeakyReLU, L.ELU)
@@ -22,7 +24,9 @@ SUPPORTED = (
     "BatchNormalization (last axis), PReLU, Activation/ReLU/LeakyReLU/ELU, Softmax (not on the "
     "channel axis), Dropout and noise layers, pooling and global pooling, ZeroPadding, Cropping, "
     "UpSampling, Flatten, Reshape (keeping the last axis, or flattening), Rescaling (scalar), "
-    "Add/Subtract/Multiply/Average/Maximum/Minimum, Concatenate; all channels_last"
+    "Add/Subtract/Multiply/Average/Maximum/Minimum, Concatenate; keras.ops nodes: element-wise ops "
+    "(with a scalar or between tensors), reductions and cumulative ops not over the channel axis, slicing, "
+    "transpose, expand_dims, squeeze and reshape keeping the channel axis last, concatenate; all channels_last"
 )
 
 
@@ -257,9 +261,19 @@ class Channelwise(Follower):
             if w.name in ("gamma", "beta"):
                 zero_along(w, ~in_keep)
 
+    def macs(self, layer, in_shape, out_shape):
+        return _prod(out_shape[1:])  # at inference, a scale and a shift per element
+
 
 class PassThrough(Follower):
     """The channel axis goes through untouched (activations, dropout, pooling, padding, ...)."""
+
+
+class Elementwise(PassThrough):
+    """Activations and normalizations applied element by element: one operation per output element."""
+
+    def macs(self, layer, in_shape, out_shape):
+        return _prod(out_shape[1:])
 
 
 class Softmax(PassThrough):
@@ -313,18 +327,30 @@ class Reshape(Follower):
         return clone(layer, target_shape=tuple(out_shape)), None
 
 
+def tie(flow, name, gnode, ins):
+    """Ties inputs of the output's width channel by channel; single channels broadcast; others block."""
+    width = flow.width(gnode.outputs[0])
+    full = [ids for ids in ins if len(ids) == width]
+    if not full:  # every input broadcasts: the output's channels are new, and nothing here can go
+        for ids in ins:
+            flow.block(ids, f"it broadcasts into '{name}'")
+        return [flow.fresh(width, f"it comes out of '{name}', where every input broadcasts")]
+    for ids in ins:
+        if len(ids) == width:
+            flow.union(full[0], ids)
+        elif len(ids) != 1:  # broadcasting a single channel over all is fine
+            flow.block(ids, f"it broadcasts into '{name}'")
+    return [full[0]]
+
+
 class Merge(Follower):
     """Add, Subtract, Multiply, ...: inputs are tied channel by channel, so they lose the same channels."""
 
     def propagate(self, flow, layer, gnode, ins):
-        width = flow.width(gnode.outputs[0])
-        full = [ids for ids in ins if len(ids) == width]
-        for ids in ins:
-            if len(ids) == width:
-                flow.union(full[0], ids)
-            elif len(ids) != 1:  # broadcasting a single channel over all is fine
-                flow.block(ids, f"it broadcasts into '{layer.name}'")
-        return [full[0]]
+        return tie(flow, layer.name, gnode, ins)
+
+    def macs(self, layer, in_shape, out_shape):
+        return _prod(out_shape[1:])  # one operation per output element
 
 
 class Concatenate(Merge):
@@ -340,7 +366,32 @@ class Opaque(Follower):
     """Anything tfprune cannot cut through: copied unchanged; channels flowing into it are kept."""
 
     def opaque_reason(self, layer, gnode, graph):
-        return f"'{layer.name}' ({type(layer).__name__}): a layer type tfprune.surgery cannot cut through"
+        name = type(layer).__name__
+        if not isinstance(layer, L.Layer):
+            return (f"'{layer.name}' (keras.ops {name}): an operation whose channel mapping tfprune does not "
+                    "know (tfprune.surgery.register_operation can add it)")
+        owned = keras_internals.tracked_sublayers(layer, recursive=False)
+        if owned:
+            names = ", ".join(f"'{sub.name}'" for sub in owned[:3]) + (", ..." if len(owned) > 3 else "")
+            return (f"'{layer.name}' ({name}): a layer that owns layers ({names}), which channels are not "
+                    "traced into")
+        return f"'{layer.name}' ({name}): a layer type tfprune.surgery cannot cut through"
+
+
+class OpaqueNormalization(Opaque):
+    """LayerNormalization and friends: not cut (they mix the channels), one operation per output element."""
+
+    def macs(self, layer, in_shape, out_shape):
+        return _prod(out_shape[1:])
+
+
+class OpaqueEinsumDense(Opaque):
+    """EinsumDense: not cut; multiply-adds are the output size times the kernel dims summed over."""
+
+    def macs(self, layer, in_shape, out_shape):
+        kernel_letters, output = layer.equation.split(",")[1].split("->")
+        summed = [d for letter, d in zip(kernel_letters, layer.kernel.shape) if letter not in output]
+        return _prod(out_shape[1:]) * _prod(summed)
 
 
 OPAQUE = Opaque()
@@ -372,14 +423,54 @@ def register_layer(layer_class, family):
     """
     if not (isinstance(layer_class, type) and issubclass(layer_class, L.Layer)):
         raise TypeError(f"register_layer: `layer_class` must be a keras.layers.Layer subclass, got {layer_class!r}.")
+    return _register(layer_class, family)
+
+
+def register_operation(op_class, family):
+    """Tells ``remove_channels`` how channels flow through a ``keras.ops`` operation class.
+
+    A ``keras.ops`` call on symbolic tensors (``x + y``, ``keras.ops.mean(x, axis=1)``) is a graph
+    node whose operation is a ``keras.Operation`` that is not a layer. The built-in families
+    cover element-wise, reduction and common shape operations; an operation class without one
+    is opaque (the channels flowing into it are kept).
+
+    Args:
+        op_class: a subclass of ``keras.Operation`` that is not a ``keras.layers.Layer``.
+        family: a ``LayerFamily`` instance or subclass, usually ``tfprune.surgery.OpFamily``.
+
+    Returns:
+        The family registered.
+
+    Raises:
+        TypeError: ``op_class`` is not an operation class (layers go to ``register_layer``), or
+            ``family`` is not a ``LayerFamily``.
+
+    Example:
+
+    ```python
+    class MyOpFamily(tfprune.surgery.OpFamily):   # element-wise: channels pass through
+        pass
+
+    tfprune.surgery.register_operation(MyOp, MyOpFamily())
+    ```
+    """
+    if not (isinstance(op_class, type) and issubclass(op_class, keras.Operation)) or issubclass(op_class, L.Layer):
+        raise TypeError(
+            f"register_operation: `op_class` must be a keras.Operation subclass that is not a layer (layers go "
+            f"to register_layer), got {op_class!r}."
+        )
+    return _register(op_class, family)
+
+
+def _register(cls, family):
     if isinstance(family, type) and issubclass(family, LayerFamily):
         family = family()
     if not isinstance(family, LayerFamily):
         raise TypeError(
-            f"register_layer: `family` must be a tfprune.surgery.LayerFamily (instance or subclass), got "
-            f"{type(family).__name__}. Subclass LayerFamily to describe how '{layer_class.__name__}' is cut."
+            f"`family` must be a tfprune.surgery.LayerFamily (instance or subclass), got "
+            f"{type(family).__name__}. Subclass LayerFamily to describe how '{cls.__name__}' is cut."
         )
-    _REGISTRY[layer_class] = family
+    _REGISTRY[cls] = family
     return family
 
 
@@ -405,8 +496,9 @@ def _register_builtins():
         Depthwise(): (L.DepthwiseConv1D, L.DepthwiseConv2D),
         Channelwise(): (L.BatchNormalization, L.PReLU),
         Softmax(): (L.Softmax,),
+        Elementwise(): ACTIVATIONS,
         Rescaling(): (L.Rescaling,),
-        PassThrough(): ACTIVATIONS + (
+        PassThrough(): (
             L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D, L.GaussianNoise,
             L.GaussianDropout, L.AlphaDropout, L.ActivityRegularization, L.Identity,
             L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D, L.AveragePooling1D, L.AveragePooling2D,
@@ -419,6 +511,9 @@ def _register_builtins():
         Reshape(): (L.Reshape,),
         Merge(): (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum),
         Concatenate(): (L.Concatenate,),
+        OpaqueNormalization(): tuple(getattr(L, n) for n in ("LayerNormalization", "GroupNormalization",
+                                                             "UnitNormalization", "RMSNormalization") if hasattr(L, n)),
+        OpaqueEinsumDense(): (L.EinsumDense,),
     }
     for family, classes in families.items():
         for cls in classes:

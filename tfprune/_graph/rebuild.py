@@ -47,13 +47,30 @@ def _rebuild_layer(analysis, index, gnode, keeps):
     layer = gnode.operation
     in_keeps = [keeps[k] for k in gnode.inputs]
     out_keep = keeps[gnode.outputs[0]] if gnode.outputs else None
-    if not isinstance(layer, keras.layers.Layer):
-        return layer, None
     cut = any(keep is not None and not keep.all() for keep in in_keeps + [out_keep])
+    if not isinstance(layer, keras.layers.Layer) and not (analysis.cuts_through(index) and cut):
+        return layer, None  # a keras.ops operation holds no state: the new graph calls it again
     if not analysis.cuts_through(index) or not cut:
-        return layer.__class__.from_config(layer.get_config()), layer.get_weights()
+        return _copy(layer), layer.get_weights()
     out_shape = analysis.graph.shape(gnode.outputs[0])[1:]
     return analysis.families[index].rebuild(layer, in_keeps[0] if in_keeps else None, out_keep, out_shape)
+
+
+def _copy(layer):
+    try:
+        return layer.__class__.from_config(layer.get_config())
+    except Exception:
+        pass
+    try:
+        # A Lambda's config holds Python code, which safe mode refuses to load from a file; here the
+        # code is the user's own layer, already in memory, so there is nothing untrusted to guard.
+        return keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer), safe_mode=False)
+    except Exception as err:
+        raise ValueError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) could not be re-created from its config ({err}), so "
+            "the model cannot be copied. Give the class a get_config() returning its constructor arguments "
+            "(and register it with keras.saving.register_keras_serializable)."
+        ) from err
 
 
 def zero_cut(analysis, model, removed):

@@ -30,6 +30,8 @@ print(tfprune.structured.compare(model, slim))
 ```
 
 The iterative recipe (score, remove a fraction, fine-tune, repeat) is ``iterative_prune``.
+``prune(..., return_report=True)`` also returns a ``StructuredReport``: the channels cut per
+layer and the layers left alone, with the reason; a ``prune`` that cuts nothing warns why.
 """
 
 from tfprune.structured._flops import Comparison, FlopsReport, compare, flops_report
@@ -47,6 +49,7 @@ from tfprune.structured._scores import (
     taylor,
 )
 from tfprune.structured._slimming import set_slimming_penalty
+from tfprune._graph import StructuredReport
 
 __all__ = [
     "METHODS",
@@ -54,6 +57,7 @@ __all__ = [
     "Criterion",
     "DataCriterion",
     "FlopsReport",
+    "StructuredReport",
     "apoz",
     "bn_scale",
     "channel_scores",

@@ -1,15 +1,39 @@
 """Parameters and FLOPs per layer, and a before/after comparison.
 
-FLOPs here are multiply-adds (MACs) of one image (batch size 1), counted for the layers that
-dominate inference time: Conv1D/2D/3D (``out positions * kernel size * in/groups * out``),
-Conv*Transpose (``in positions * kernel size * in * out``), DepthwiseConv
-(``out positions * kernel size * in * multiplier``), SeparableConv (its depthwise part plus
-``out positions * in * multiplier * out``) and Dense (``leading positions * in * out``).
-Biases, BatchNormalization, activations, pooling and merges are not counted.
+FLOPs here are multiply-adds (MACs) of one sample (batch size 1), counted for every node of the
+model's graph:
+
+* Conv1D/2D/3D: ``out positions * kernel size * in/groups * out``; Conv*Transpose:
+  ``in positions * kernel size * in * out``; DepthwiseConv: ``out positions * kernel size * in *
+  multiplier``; SeparableConv: its depthwise part plus ``out positions * in * multiplier * out``;
+  Dense: ``leading positions * in * out``; EinsumDense: ``output size * the kernel dims summed over``;
+* MultiHeadAttention: its four projections (EinsumDense) plus the two attention products,
+  ``heads * query positions * key positions * key_dim`` for the scores and the same with
+  ``value_dim`` for the weighted values (whether Keras runs them fused or not);
+* ``keras.ops.matmul`` nodes: ``output size * inner dim``;
+* element-wise work, **one operation per output element**: merge layers (Add, Multiply, ...),
+  element-wise ``keras.ops`` nodes (``x + y``, ``ops.relu``, ...), activation layers, and
+  normalization layers (BatchNormalization, LayerNormalization, ...: the scale and
+  shift, statistics not counted);
+* Embedding lookups are gathers: 0 MACs (the layer is listed for its parameters);
+* softmax (layer or op), reductions, biases, activations fused into a layer
+  (``Dense(..., activation="relu")``), pooling, reshapes and other shape operations: 0.
+
+A nested Sequential or Functional model with fixed input shapes is counted node by node like
+the outer one; its row holds the sum. Other layers that own layers (a custom block, KerasHub's
+``TransformerEncoder``, MultiHeadAttention itself, a nested model with unknown input sizes) are
+run once on zeros of their input shape, and every call of every layer inside them is counted
+by the rules above; their row holds the sum. ``keras.ops`` calls written inside such a layer's
+``call`` are not seen (they are not layers). Recurrent layers (LSTM, GRU, ...) count 0. A node
+whose input or output shape has an unknown dimension (other than the batch) counts 0.
 """
 
-import keras
+import warnings
 
+import keras
+import numpy as np
+
+from tfprune._common import keras_internals
 from tfprune._graph import Graph, family_of
 
 L = keras.layers
@@ -62,10 +86,13 @@ class FlopsReport:
 
 
 def flops_report(model):
-    """Parameters and FLOPs (multiply-adds for one image) of each layer of ``model``.
+    """Parameters and FLOPs (multiply-adds for one sample) of each layer and op node of ``model``.
 
-    FLOPs are multiply-accumulates counted for Conv, ConvTranspose, DepthwiseConv,
-    SeparableConv and Dense layers only; a layer called several times counts every call.
+    What counts and how is in this module's docstring: Conv, Dense, EinsumDense,
+    MultiHeadAttention (projections and attention products), ``ops.matmul``, one operation per
+    output element for merges, element-wise ops, activations and normalizations; Embedding
+    lookups are 0. Layers that own layers (nested models, custom blocks) are counted through
+    their sublayers. A layer called several times counts every call.
 
     Args:
         model: a built Sequential or Functional Keras 3 model.
@@ -85,13 +112,109 @@ def flops_report(model):
         layer = gnode.operation
         in_shape = graph.shape(gnode.inputs[0]) if gnode.inputs else ()
         out_shape = graph.shape(gnode.outputs[0]) if gnode.outputs else ()
-        params = layer.count_params() if isinstance(layer, L.Layer) and id(layer) not in seen and layer.built else 0
+        is_layer = isinstance(layer, L.Layer)
+        params = layer.count_params() if is_layer and id(layer) not in seen and layer.built else 0
         seen.add(id(layer))
-        flops = family_of(layer).macs(layer, in_shape, out_shape) if in_shape and None not in in_shape[1:] else 0
+        flops = _node_macs(graph, gnode, in_shape, out_shape) if _static(graph, gnode) else 0
         if params or flops:
             rows.append({"layer": layer.name, "type": type(layer).__name__, "output_shape": tuple(out_shape[1:]),
                          "params": int(params), "flops": int(flops)})
     return FlopsReport(model.name, rows, int(model.count_params()))
+
+
+def _static(graph, gnode):
+    shapes = [graph.shape(key) for key in gnode.inputs + gnode.outputs]
+    return bool(gnode.inputs) and all(None not in shape[1:] for shape in shapes)
+
+
+def _node_macs(graph, gnode, in_shape, out_shape):
+    layer = gnode.operation
+    own = family_of(layer).macs(layer, in_shape, out_shape)
+    if not isinstance(layer, L.Layer) or not keras_internals.tracked_sublayers(layer, recursive=False):
+        return own
+    if isinstance(layer, keras.Model) and _has_static_inputs(layer):
+        return own + flops_report(layer).total_flops
+    calls = _inner_calls(graph, gnode)
+    if calls is None:
+        return own
+    inner = sum(_call_macs(call, calls) for call in calls)
+    return own + inner + _attention_macs(layer, calls)
+
+
+def _has_static_inputs(model):
+    try:
+        graph = Graph(model)
+    except ValueError:  # a subclassed model: no graph to read
+        return False
+    return all(None not in graph.shape(key)[1:] for key in graph.input_keys)
+
+
+class _Call:
+    """One call of a sublayer seen while its owner ran: shapes of its first input and output."""
+
+    def __init__(self, layer, in_shape, out_shape, first, last):
+        self.layer, self.in_shape, self.out_shape = layer, in_shape, out_shape
+        self.inner = slice(first, last)  # the calls made inside this one
+
+
+def _shape_of(value):
+    tensors = [t for t in keras.tree.flatten(value) if hasattr(t, "shape")]
+    return tuple(tensors[0].shape) if tensors else ()
+
+
+def _inner_calls(graph, gnode):
+    """Every sublayer call made by one run of ``gnode``'s layer on zeros (None if it cannot run)."""
+    layer = gnode.operation
+    calls, patched = [], []
+
+    def recording(sub, call):
+        def record(*args, **kwargs):
+            first = len(calls)
+            outputs = call(*args, **kwargs)
+            in_shape = _shape_of(args) or _shape_of(kwargs)  # MultiHeadAttention is often called by keyword
+            calls.append(_Call(sub, in_shape, _shape_of(outputs), first, len(calls)))
+            return outputs
+        return record
+
+    zeros = {key: np.zeros((1,) + graph.shape(key)[1:], dtype=graph.tensors[key].dtype) for key in gnode.inputs}
+    try:
+        for sub in {id(s): s for s in keras_internals.tracked_sublayers(layer)}.values():
+            # an instance attribute is found before the class's call(), which Layer.__call__ runs
+            object.__setattr__(sub, "call", recording(sub, sub.call))
+            patched.append(sub)
+        args, kwargs = gnode.node.arguments.fill_in(zeros)
+        layer(*args, **kwargs)
+    except Exception as err:  # a layer that cannot run on zeros: count what its own family says
+        warnings.warn(f"flops_report: could not run '{layer.name}' ({type(layer).__name__}) on zeros to count "
+                      f"the layers inside it ({err}); its FLOPs count only the layer itself.")
+        return None
+    finally:
+        for sub in patched:
+            object.__delattr__(sub, "call")
+    return calls
+
+
+def _call_macs(call, calls):
+    known = call.in_shape and call.out_shape and None not in call.in_shape[1:] + call.out_shape[1:]
+    own = family_of(call.layer).macs(call.layer, call.in_shape, call.out_shape) if known else 0
+    return own + _attention_macs(call.layer, calls[call.inner])
+
+
+def _attention_macs(layer, inner):
+    """The two attention products of a MultiHeadAttention call, from the shapes its projections produced."""
+    if not isinstance(layer, L.MultiHeadAttention):
+        return 0
+    query, key, value, _ = keras_internals.attention_projections(layer)
+    shapes = {}
+    for call in inner:
+        for role, projection in (("q", query), ("k", key), ("v", value)):
+            if call.layer is projection:
+                shapes.setdefault(role, call.out_shape)  # (1, positions..., heads, dim)
+    if len(shapes) < 3:
+        return 0
+    q, k, v = shapes["q"], shapes["k"], shapes["v"]
+    pairs = int(np.prod(q[1:-2])) * int(np.prod(k[1:-2])) * q[-2]
+    return pairs * q[-1] + pairs * v[-1]
 
 
 class Comparison:

@@ -1,8 +1,10 @@
 """Score, select and remove channels in one call; and the iterative recipe."""
 
+import warnings
+
 from tfprune.structured import _scores, _select
 from tfprune.structured._flops import flops_report
-from tfprune._graph import ChannelAnalysis, rebuild_model
+from tfprune._graph import ChannelAnalysis, cut_report, rebuild_model
 
 
 def _scores_of(analysis, method, data, batch_size, bins, loss, verbose):
@@ -50,8 +52,28 @@ def select_channels(model, scores, ratio, *, scope="layer", min_channels=1):
     return _select.unions_to_channels(analysis, removed)
 
 
+def _cut(analysis, scores, ratio, scope, min_channels, caller):
+    """``(smaller model, StructuredReport, removed unions)``; warns when nothing could be cut."""
+    removed, why = _select.select(analysis, scores, ratio, scope, min_channels)
+    report = cut_report(analysis, removed, why)
+    if not removed:
+        reasons = {}
+        for name, reason in report.left_alone.items():
+            if name in analysis.producers:
+                reasons.setdefault(reason, []).append(name)
+        detail = "; ".join(f"{', '.join(repr(n) for n in names[:3])}{', ...' if len(names) > 3 else ''}: {reason}"
+                           for reason, names in list(reasons.items())[:4])
+        warnings.warn(
+            f"{caller} cut nothing from model '{analysis.model.name}', so the model returned is a plain copy. "
+            f"Why each layer kept its channels: {detail or 'the model has no Conv or Dense layer'}. "
+            "Pass return_report=True for the full list.",
+            UserWarning, stacklevel=3,
+        )
+    return rebuild_model(analysis, removed), report, removed
+
+
 def prune(model, method="l1_norm", ratio=0.5, data=None, *, scope="layer", min_channels=1,
-          batch_size=64, bins=100, loss=None, verbose=1):
+          batch_size=64, bins=100, loss=None, verbose=1, return_report=False):
     """Scores channels, removes the weakest, and returns the smaller model.
 
     One call for ``channel_scores`` + ``select_channels`` + ``tfprune.surgery.remove_channels``.
@@ -71,9 +93,15 @@ def prune(model, method="l1_norm", ratio=0.5, data=None, *, scope="layer", min_c
         bins: histogram bins of ``entropy`` (see ``channel_scores``).
         loss: the loss ``taylor`` differentiates (see ``channel_scores``).
         verbose: 1 shows a progress bar while scoring.
+        return_report: also return a ``StructuredReport``: the channels cut per layer and the
+            layers left alone, each with the reason.
 
     Returns:
-        A new, smaller ``keras.Model``.
+        A new, smaller ``keras.Model``; with ``return_report=True``, ``(model, report)``.
+
+    Warns:
+        UserWarning: nothing could be cut (every channel blocked, ``min_channels`` reached, a
+            ratio too small to remove one channel, ...); the message says why, per layer.
 
     Example:
 
@@ -81,12 +109,15 @@ def prune(model, method="l1_norm", ratio=0.5, data=None, *, scope="layer", min_c
     smaller = tfprune.structured.prune(model, "apoz", ratio=0.5, data=x_train[:2000])
     smaller.fit(x_train, y_train, epochs=2)       # fine-tune
     print(tfprune.structured.compare(model, smaller))
+
+    smaller, report = tfprune.structured.prune(model, ratio=0.5, return_report=True)
+    print(report)                                 # channels cut per layer; who was left alone and why
     ```
     """
     analysis = ChannelAnalysis(model)
     scores = _scores_of(analysis, method, data, batch_size, bins, loss, verbose)
-    removed = _select.select_unions(analysis, scores, ratio, scope, min_channels)
-    return rebuild_model(analysis, removed)
+    smaller, report, _ = _cut(analysis, scores, ratio, scope, min_channels, "structured.prune")
+    return (smaller, report) if return_report else smaller
 
 
 def iterative_prune(model, method="l1_norm", ratio_per_step=0.2, steps=3, *, fine_tune=None, data=None,
@@ -114,8 +145,9 @@ def iterative_prune(model, method="l1_norm", ratio_per_step=0.2, steps=3, *, fin
         **score_kwargs: ``batch_size``, ``bins``, ``loss`` for the scoring.
 
     Returns:
-        ``(model, history)``: the final model and one dict per step with ``params``, ``flops``
-        and ``removed`` (channels removed at that step).
+        ``(model, history)``: the final model and one dict per step with ``params``, ``flops``,
+        ``removed`` (channel unions removed at that step) and ``report`` (that step's
+        ``StructuredReport``: channels cut per layer, layers left alone and why).
 
     Example:
 
@@ -124,6 +156,7 @@ def iterative_prune(model, method="l1_norm", ratio_per_step=0.2, steps=3, *, fin
     small, history = tfprune.structured.iterative_prune(
         model, "l1_norm", ratio_per_step=0.3, steps=3,
         fine_tune=dict(x=x_train, y=y_train, epochs=1, batch_size=128))
+    print(history[-1]["report"])   # what the last step cut
     ```
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -138,16 +171,17 @@ def iterative_prune(model, method="l1_norm", ratio_per_step=0.2, steps=3, *, fin
         analysis = ChannelAnalysis(model)
         scores = _scores_of(analysis, method, data, score_kwargs.get("batch_size", 64),
                             score_kwargs.get("bins", 100), score_kwargs.get("loss"), verbose)
-        removed = _select.select_unions(analysis, scores, ratio_per_step, scope, min_channels)
-        model = rebuild_model(analysis, removed)
+        model, cut, removed = _cut(analysis, scores, ratio_per_step, scope, min_channels,
+                                   f"structured.iterative_prune (step {step + 1})")
+        removed = len(removed)
         if isinstance(fine_tune, dict):
             model.fit(**{"verbose": verbose, **fine_tune})
         elif fine_tune is not None:
             model = fine_tune(model) or model
         report = flops_report(model)
-        history.append({"step": step + 1, "removed": len(removed), "params": report.total_params,
-                        "flops": report.total_flops})
+        history.append({"step": step + 1, "removed": removed, "params": report.total_params,
+                        "flops": report.total_flops, "report": cut})
         if verbose:
-            print(f"step {step + 1}/{steps}: removed {len(removed)} channels; "
+            print(f"step {step + 1}/{steps}: removed {removed} channels; "
                   f"{report.total_params:,} params, {report.total_flops:,} FLOPs")
     return model, history

@@ -5,7 +5,7 @@ import collections.abc
 import numpy as np
 
 from tfprune._common.text import list_names
-from tfprune._graph import SUPPORTED, ChannelAnalysis, rebuild_model, zero_cut
+from tfprune._graph import SUPPORTED, ChannelAnalysis, cut_report, rebuild_model, zero_cut
 
 
 def unions_for(analysis, channels, argument="channels"):
@@ -75,7 +75,7 @@ def check_not_empty(analysis, removed):
             )
 
 
-def remove_channels(model, channels):
+def remove_channels(model, channels, *, return_report=False):
     """Returns a smaller copy of ``model`` without the given output channels.
 
     The cut follows the graph. A producer (Conv1D/2D/3D, Conv*Transpose, SeparableConv,
@@ -98,9 +98,12 @@ def remove_channels(model, channels):
         model: a built Sequential or Functional Keras 3 model (channels_last).
         channels: dict ``{layer_name: [channel indices]}``, indices into the named layer's
             output channels.
+        return_report: also return a ``StructuredReport``: channels cut per layer (coupled
+            members included) and the layers left alone, with the reason.
 
     Returns:
-        A new ``keras.Model`` (a ``keras.Sequential`` for a Sequential input).
+        A new ``keras.Model`` (a ``keras.Sequential`` for a Sequential input); with
+        ``return_report=True``, ``(model, report)``.
 
     Raises:
         ValueError: an unknown layer name, a layer that makes no channels of its own, an
@@ -115,10 +118,16 @@ def remove_channels(model, channels):
     model = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=10)
     smaller = tfprune.surgery.remove_channels(model, {"conv2_block1_1_conv": [0, 5, 7]})
     smaller.summary()
+    smaller, report = tfprune.surgery.remove_channels(model, {"conv2_block1_0_conv": [1]}, return_report=True)
+    print(report.cut)   # the whole residual stream it feeds: {layer: (before, after)}
     ```
     """
     analysis = ChannelAnalysis(model)
-    return rebuild_model(analysis, unions_for(analysis, channels))
+    removed = unions_for(analysis, channels)
+    smaller = rebuild_model(analysis, removed)
+    if return_report:
+        return smaller, cut_report(analysis, removed, default="not named in `channels`")
+    return smaller
 
 
 def zero_channels(model, channels):
