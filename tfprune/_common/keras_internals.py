@@ -16,6 +16,7 @@ __all__ = [
     "inbound_nodes",
     "inputs_struct",
     "is_functional",
+    "keras_op_classes",
     "nodes_by_depth",
     "outputs_struct",
     "replace_sublayer",
@@ -117,3 +118,17 @@ def replace_sublayer(parent, old, new):
                     dict.__setitem__(value, key, new)
                     replaced += 1
     return replaced
+
+
+def keras_op_classes(*names):
+    """The ``keras.src.ops`` classes called ``names`` (those this Keras release has), from one place."""
+    from keras.src.ops import core, math, nn, numpy as knp  # private: Keras exports functions, not classes
+
+    found = []
+    for name in names:
+        for module in (knp, nn, math, core):
+            cls = getattr(module, name, None)
+            if isinstance(cls, type) and issubclass(cls, keras.Operation):
+                found.append(cls)
+                break
+    return tuple(found)

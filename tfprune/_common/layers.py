@@ -51,8 +51,9 @@ def copy_layer(layer, weights=None):
 
     A layer whose sublayers are only built on its first call (no ``build()`` of its own, as in
     the keras.io ``TransformerBlock``) is built by calling the copy on symbolic inputs shaped
-    like the original's. ``keras.ops`` operations in a Functional graph hold no state and are
-    returned as they are.
+    like the original's. ``keras.ops`` operations in a Functional graph, and layers without
+    weights whose config does not reload (a ``Lambda``), hold no state and are returned as
+    they are.
 
     Args:
         layer: a ``keras.layers.Layer`` (or a ``keras.Operation``).
@@ -73,7 +74,13 @@ def copy_layer(layer, weights=None):
     """
     if not isinstance(layer, keras.layers.Layer):
         return layer
-    clone = fresh_copy(layer)
+    try:
+        clone = fresh_copy(layer)
+    except ValueError:
+        if layer.weights:
+            raise
+        # No state to copy (a Lambda, whose code safe mode will not reload): the copy may share it.
+        return layer
     if not layer.built:
         return clone
     values = layer.get_weights() if weights is None else list(weights)
@@ -100,7 +107,7 @@ def fresh_copy(layer):
     """
     try:
         clone = _from_config(layer)
-    except (NotImplementedError, TypeError) as err:
+    except (NotImplementedError, TypeError, ValueError) as err:
         raise ValueError(
             f"Layer '{layer.name}' ({type(layer).__name__}) cannot be copied: its get_config() / "
             f"from_config() do not recreate it ({type(err).__name__}: {err}). Give the class a get_config() "

@@ -30,7 +30,7 @@ from tfprune._graph.families import (
 )
 from tfprune._graph.operations import OpFamily
 from tfprune._graph.nodes import Graph, GraphNode
-from tfprune._graph.rebuild import copy_compile, rebuild_model, zero_cut
+from tfprune._graph.rebuild import rebuild_model, zero_cut
 from tfprune._graph.report import StructuredReport, cut_report
 
 __all__ = [
@@ -44,7 +44,6 @@ __all__ = [
     "GraphNode",
     "LayerFamily",
     "OpFamily",
-    "copy_compile",
     "cut_report",
     "family_of",
     "output_filters",

@@ -17,27 +17,14 @@ flow through them:
 
 ``register_operation(op_class, family)`` adds a family for another operation class, as
 ``register_layer`` does for layers. The classes come from ``keras.src.ops`` (Keras has no public
-name for them); ``keras_op_classes`` is the one place that reads them.
+name for them); ``keras_internals.keras_op_classes`` is the one place that reads them.
 """
 
 import keras
 import numpy as np
 
+from tfprune._common.keras_internals import keras_op_classes
 from tfprune._graph.families import Follower, _in_rank, _last_axis, _prod, register_operation, tie
-
-
-def keras_op_classes(*names):
-    """The ``keras.src.ops`` classes called ``names`` (those this Keras release has), from one place."""
-    from keras.src.ops import core, math, nn, numpy as knp  # private: Keras exports functions, not classes
-
-    found = []
-    for name in names:
-        for module in (knp, nn, math, core):
-            cls = getattr(module, name, None)
-            if isinstance(cls, type) and issubclass(cls, keras.Operation):
-                found.append(cls)
-                break
-    return tuple(found)
 
 
 def _where(op, gnode):

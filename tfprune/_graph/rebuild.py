@@ -1,11 +1,11 @@
 """Rebuilding a model with sliced weights, and copying its compile settings."""
 
-import warnings
-
 import keras
 import numpy as np
 
 from tfprune._common import keras_internals
+from tfprune._common.compiling import compile_like
+from tfprune._common.layers import copy_layer
 
 
 def rebuild_model(analysis, removed):
@@ -38,7 +38,7 @@ def rebuild_model(analysis, removed):
         inputs = keras.tree.pack_sequence_as(keras_internals.inputs_struct(functional), [new[k] for k in graph.input_keys])
         outputs = keras.tree.pack_sequence_as(keras_internals.outputs_struct(functional), [new[k] for k in graph.output_keys])
         result = keras.Model(inputs, outputs, name=analysis.model.name)
-    copy_compile(analysis.model, result)
+    compile_like(analysis.model, result, "the smaller model")
     return result
 
 
@@ -51,26 +51,9 @@ def _rebuild_layer(analysis, index, gnode, keeps):
     if not isinstance(layer, keras.layers.Layer) and not (analysis.cuts_through(index) and cut):
         return layer, None  # a keras.ops operation holds no state: the new graph calls it again
     if not analysis.cuts_through(index) or not cut:
-        return _copy(layer), layer.get_weights()
+        return copy_layer(layer), None
     out_shape = analysis.graph.shape(gnode.outputs[0])[1:]
     return analysis.families[index].rebuild(layer, in_keeps[0] if in_keeps else None, out_keep, out_shape)
-
-
-def _copy(layer):
-    try:
-        return layer.__class__.from_config(layer.get_config())
-    except Exception:
-        pass
-    try:
-        # A Lambda's config holds Python code, which safe mode refuses to load from a file; here the
-        # code is the user's own layer, already in memory, so there is nothing untrusted to guard.
-        return keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer), safe_mode=False)
-    except Exception as err:
-        raise ValueError(
-            f"Layer '{layer.name}' ({type(layer).__name__}) could not be re-created from its config ({err}), so "
-            "the model cannot be copied. Give the class a get_config() returning its constructor arguments "
-            "(and register it with keras.saving.register_keras_serializable)."
-        ) from err
 
 
 def zero_cut(analysis, model, removed):
@@ -83,14 +66,3 @@ def zero_cut(analysis, model, removed):
             continue
         in_keep = keeps[gnode.inputs[0]] if gnode.inputs else None
         analysis.families[index].zero(layer, in_keep, keeps[gnode.outputs[0]])
-
-
-def copy_compile(source, target):
-    """Compiles ``target`` like ``source`` when ``source`` is compiled (fresh optimizer state)."""
-    config = source.get_compile_config() if getattr(source, "compiled", False) else None
-    if not config:
-        return
-    try:
-        target.compile_from_config(config)
-    except Exception as err:  # custom losses or metrics that do not deserialize
-        warnings.warn(f"The smaller model could not be compiled like the original ({err}); compile it yourself.")

@@ -4,7 +4,7 @@ import numbers
 
 import keras
 
-from tfprune._graph import copy_compile
+from tfprune._common.compiling import compile_like
 
 
 def set_slimming_penalty(model, l1=1e-4):
@@ -62,5 +62,5 @@ def set_slimming_penalty(model, l1=1e-4):
             "penalize. Network slimming needs BatchNormalization after the layers to prune."
         )
     copy.set_weights(model.get_weights())
-    copy_compile(model, copy)
+    compile_like(model, copy, "set_slimming_penalty")
     return copy

@@ -13,7 +13,7 @@ import numpy as np
 
 from tfprune._pruning import check_model, pruning_wrappers
 from tfprune._common.text import list_names
-from tfprune._graph import copy_compile
+from tfprune._common.compiling import compile_like
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
@@ -152,5 +152,5 @@ def _clone(model, tables):
             target.embeddings.assign(compact)
         else:
             target.set_weights(source.get_weights())
-    copy_compile(model, new)
+    compile_like(model, new, "compact_embeddings")
     return new
