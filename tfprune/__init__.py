@@ -22,7 +22,7 @@ print(tfprune.sparsity_report(final))
 ```
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 import keras as _keras
 

@@ -28,6 +28,16 @@ class UpdatePruningStep(keras.callbacks.Callback):
     that says so. Wrappers ranked together (``granularity="global"``) are
     updated with one shared threshold.
 
+    Steps count as in tfmot: the pruning step is the number of batches
+    trained, and batch ``k`` (from 1) is pruned to ``schedule(k)``. A model
+    saved by tfprune 0.1 holds the same count and resumes with this
+    alignment, one step later in its schedule than that version would have.
+
+    In a custom training loop, call ``set_model(model)`` and
+    ``on_train_begin()`` once, then ``on_train_batch_begin(step)`` before
+    every step (``on_train_batch_end`` and tfmot's
+    ``on_epoch_end(batch=-1)`` are optional).
+
     Example:
 
     ```python
@@ -39,6 +49,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         super().__init__()
         self._wrappers = []
         self._steps = []
+        self._in_batch = False
 
     def on_train_begin(self, logs=None):
         self._wrappers = pruning_wrappers(self.model)
@@ -58,6 +69,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
             if int(wrapper.pruning_step.numpy()) < 0:
                 wrapper.pruning_step.assign(0)
             wrapper.start_training()
+        self._sync_steps()
 
     def on_epoch_begin(self, epoch, logs=None):
         # Read the steps here, not in on_train_begin: callbacks such as
@@ -71,16 +83,19 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def _steps_per_call(self):
         return int(getattr(self.model, "steps_per_execution", 1) or 1)
 
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_begin(self, batch=None, logs=None):
         span = self._steps_per_call()
-        if span > 1:
+        if span > 1 or self._in_batch:
             # One call runs several steps (and the last one of an epoch may
-            # run fewer): read the true count back.
+            # run fewer), or a custom loop skipped on_train_batch_end: read
+            # the true count back.
             self._sync_steps()
+        self._in_batch = True
         updates = []
         for wrapper, step in zip(self._wrappers, self._steps):
             sparsity = None
-            for s in range(step, step + span):
+            # The wrapper counts batches trained; the batch about to run is step + 1, as in tfmot.
+            for s in range(step + 1, step + span + 1):
                 due = wrapper.due_sparsity(s)
                 sparsity = due if due is not None else sparsity
             if sparsity is not None:
@@ -88,9 +103,15 @@ class UpdatePruningStep(keras.callbacks.Callback):
         if updates:
             update_due_masks(updates)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch=None, logs=None):
+        self._in_batch = False
         if self._steps_per_call() == 1:
             self._steps = [s + 1 for s in self._steps]
+
+    def on_epoch_end(self, epoch=None, logs=None, batch=None):
+        # tfmot's custom-loop recipe calls on_epoch_end(batch=-1); masks are kept by the
+        # variable constraints, so there is nothing to re-apply here.
+        return None
 
     def get_config(self):
         return {}
@@ -132,6 +153,10 @@ class PruningSummaries(keras.callbacks.Callback):
             raise ValueError(
                 f"PruningSummaries: `update_freq` must be 'epoch' or a positive number of batches. "
                 f"Received: update_freq={update_freq!r}."
+            )
+        if log_dir is None or not os.fspath(log_dir):
+            raise ValueError(
+                f"PruningSummaries: `log_dir` must name a directory for the event files. Received: log_dir={log_dir!r}."
             )
         self.log_dir = os.fspath(log_dir)
         self.update_freq = update_freq
