@@ -51,9 +51,9 @@ def test_schedule_line_and_measured_points():
     history = tfprune.SparsityHistory(every_n_steps=4)
     trained_pruned(schedule, epochs=2, history=history)  # 8 steps per epoch
     rows = history.history
-    assert rows["step"] == [3, 7, 7, 11, 15, 15]
+    assert rows["step"] == [4, 8, 8, 12, 16, 16]
     assert rows["target_sparsity"] == pytest.approx([float(schedule(s)[1]) for s in rows["step"]])
-    # Masks are updated at steps 0, 4, 8 and 12; each update gives the schedule's sparsity per layer.
+    # Batch k runs step k (as in tfmot): masks are updated at steps 4, 8 and 12.
     assert rows["sparsity"][-1] == pytest.approx(0.8, abs=0.01)
     assert all(m <= t + 0.01 for m, t in zip(rows["sparsity"], rows["target_sparsity"]))
     figure = plots.plot_schedule(schedule, 20, history=history)

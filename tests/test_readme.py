@@ -37,7 +37,7 @@ def test_stripped_model_loads_without_tfprune(tmp_path):
     import tfprune
 
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)])
-    pruned = tfprune.prune_low_magnitude(model)
+    pruned = tfprune.prune_low_magnitude(model, tfprune.ConstantSparsity(0.5, 0, frequency=1))
     pruned.compile("sgd", "mse")
     pruned.fit(np.ones((4, 6)), np.ones((4, 4)), verbose=0, callbacks=[tfprune.UpdatePruningStep()])
     tfprune.strip_pruning(pruned).save(tmp_path / "plain.keras")

@@ -69,24 +69,24 @@ def test_bad_schedule_arguments_name_the_argument(factory, message):
 
 def test_custom_schedule_subclass_drives_pruning():
     class Steps(tfprune.PruningSchedule):
-        """25% from step 0, 75% from step 4: a schedule tfprune has no class for."""
+        """25% from step 1, 75% from step 5: a schedule tfprune has no class for."""
 
         def __call__(self, step):
-            return step in (0, 4), (0.25 if step < 4 else 0.75)
+            return step in (1, 5), (0.25 if step < 5 else 0.75)
 
         def get_config(self):
             return {}
 
-    assert Steps()(4) == (True, 0.75) and Steps()(3) == (False, 0.25)
+    assert Steps()(5) == (True, 0.75) and Steps()(4) == (False, 0.25)
     assert "Steps" in repr(Steps())
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, name="fc"), keras.layers.Dense(1)])
     pruned = tfprune.prune_low_magnitude(model, pruning_schedule=Steps())
     pruned.compile("sgd", "mse")
     x, y = np.random.default_rng(0).normal(size=(32, 8)), np.zeros((32, 1))
     kernel = lambda: pruned.get_layer("prune_low_magnitude_fc").layer.kernel.numpy()  # noqa: E731
-    pruned.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[tfprune.UpdatePruningStep()])  # steps 0-3
+    pruned.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[tfprune.UpdatePruningStep()])  # steps 1-4
     assert (kernel() == 0).mean() == 0.25
-    pruned.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[tfprune.UpdatePruningStep()])  # steps 4-7
+    pruned.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[tfprune.UpdatePruningStep()])  # steps 5-8
     assert (kernel() == 0).mean() == 0.75
 
 

@@ -165,3 +165,13 @@ def test_pruning_summaries_in_a_custom_loop(tmp_path):
 def test_pruning_summaries_refuses_an_empty_log_dir(log_dir):
     with pytest.raises(ValueError, match="log_dir"):
         tfprune.PruningSummaries(log_dir=log_dir)
+
+
+def test_a_fit_in_which_no_update_was_due_says_so():
+    pruned = tfprune.prune_low_magnitude(_model())  # ConstantSparsity(0.5, 0): frequency 100, as in tfmot
+    pruned.compile("sgd", "mse")
+    with pytest.warns(UserWarning, match="no pruning mask was updated in this fit .steps 1 to 3.; the schedule's next "
+                                         "update is at step 100"):
+        pruned.fit(np.ones((12, 10), "float32"), np.zeros((12, 20), "float32"), batch_size=4, verbose=0,
+                   callbacks=[tfprune.UpdatePruningStep()])
+    assert _mask_sparsity(pruned) == 0.0

@@ -244,7 +244,7 @@ def test_global_granularity_uses_one_threshold_across_layers():
     weights = model.get_weights()
     weights[0] *= 2.0  # d1's weights rank higher in the global ranking
     model.set_weights(weights)
-    pruned = _compile(tfprune.prune_low_magnitude(model, tfprune.ConstantSparsity(0.6, 0, frequency=100),
+    pruned = _compile(tfprune.prune_low_magnitude(model, tfprune.ConstantSparsity(0.6, 0, frequency=1),
                                                   granularity="global"), keras.optimizers.SGD(0.0))
     pruned.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
     masks, values = _masks(pruned), _pruned_values(pruned)
@@ -272,8 +272,8 @@ def test_pruning_summaries_are_readable_from_the_event_files(tmp_path):
                 values.setdefault(v.tag, []).append((event.step, float(tf.make_ndarray(v.tensor))))
     sparsity = values["pruning/d1/kernel/sparsity"]
     assert [s for s, _ in sparsity] == [2, 4, 6, 8]
-    # 8 batches run steps 0..7: the last mask update was at step 6.
-    assert sparsity[-1][1] == pytest.approx(schedule(6)[1], abs=1 / 640)
+    # 8 batches run steps 1..8, as in tfmot: the last mask update was at step 8.
+    assert sparsity[-1][1] == pytest.approx(schedule(8)[1], abs=1 / 640)
     assert values["pruning/d1/kernel/threshold"][-1][1] > 0
     assert "pruning/out/target_sparsity" in values
     with pytest.raises(ValueError, match="update_freq"):

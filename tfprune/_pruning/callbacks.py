@@ -50,6 +50,8 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._wrappers = []
         self._steps = []
         self._in_batch = False
+        self._first_step = None
+        self._updated = False
 
     def on_train_begin(self, logs=None):
         self._wrappers = pruning_wrappers(self.model)
@@ -70,6 +72,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 wrapper.pruning_step.assign(0)
             wrapper.start_training()
         self._sync_steps()
+        self._first_step, self._updated = (self._steps[0] if self._steps else None), False
 
     def on_epoch_begin(self, epoch, logs=None):
         # Read the steps here, not in on_train_begin: callbacks such as
@@ -102,11 +105,28 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 updates.append((wrapper, sparsity))
         if updates:
             update_due_masks(updates)
+            self._updated = True
 
     def on_train_batch_end(self, batch=None, logs=None):
         self._in_batch = False
         if self._steps_per_call() == 1:
             self._steps = [s + 1 for s in self._steps]
+
+    def on_train_end(self, logs=None):
+        # A schedule whose first update lies beyond this fit (tfmot's default frequency=100 on a
+        # short run) would otherwise leave the model unpruned without a word.
+        if self._updated or not self._wrappers or self._first_step is None:
+            return
+        self._sync_steps()
+        wrapper, last = self._wrappers[0], self._steps[0]
+        upcoming = next((s for s in range(last + 1, last + 100_001) if wrapper.due_sparsity(s) is not None), None)
+        if upcoming is None:
+            return  # dynamic surgery, or a schedule that is over: nothing was due, by design
+        warnings.warn(
+            f"UpdatePruningStep: no pruning mask was updated in this fit (steps {self._first_step + 1} to {last}); "
+            f"the schedule's next update is at step {upcoming}. Train longer, or give the schedule a smaller "
+            "`frequency` or `begin_step`.", UserWarning, stacklevel=2,
+        )
 
     def on_epoch_end(self, epoch=None, logs=None, batch=None):
         # tfmot's custom-loop recipe calls on_epoch_end(batch=-1); masks are kept by the

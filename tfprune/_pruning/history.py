@@ -11,7 +11,7 @@ class SparsityHistory(keras.callbacks.Callback):
 
     Use it next to ``tfprune.UpdatePruningStep`` (it reads, it does not
     prune). At the end of every epoch, and every ``every_n_steps`` batches if
-    given, it appends to ``history``: the last training ``step`` run (0-based), the schedule's
+    given, it appends to ``history``: the last training ``step`` run (batch k of training is step k, as in tfmot), the schedule's
     ``target_sparsity`` there (of the first magnitude-pruned layer; ``None``
     for dynamic surgery, which has no schedule), and the measured
     ``sparsity``: the fraction of zeros over all masks. For dynamic network
@@ -54,8 +54,8 @@ class SparsityHistory(keras.callbacks.Callback):
         wrappers = pruning_wrappers(self.model)
         if not wrappers:
             return
-        # The last step trained (0-based): its masks are the ones recorded.
-        step = int(wrappers[0].pruning_step.numpy()) - 1
+        # The last step trained (batch k runs step k): its masks are the ones recorded.
+        step = int(wrappers[0].pruning_step.numpy())
         targets = [t for t in (w.target_sparsity(step) for w in wrappers) if t is not None]
         target = targets[0] if targets else None
         masks = [keras.ops.convert_to_numpy(m) for w in wrappers for m in w.masks]
