@@ -175,3 +175,111 @@ def test_a_fit_in_which_no_update_was_due_says_so():
         pruned.fit(np.ones((12, 10), "float32"), np.zeros((12, 20), "float32"), batch_size=4, verbose=0,
                    callbacks=[tfprune.UpdatePruningStep()])
     assert _mask_sparsity(pruned) == 0.0
+
+
+L = keras.layers
+
+
+def test_an_rnn_of_stacked_cells_is_pruned_in_a_model_and_alone():
+    model = keras.Sequential([keras.Input((5, 4)), L.RNN([L.LSTMCell(4), L.GRUCell(4), L.SimpleRNNCell(4)]), L.Dense(2)])
+    pruned = tfprune.prune_low_magnitude(model)
+    # tfmot wraps it with 6 prunable weights: each cell's kernel and recurrent kernel.
+    assert [len(w.pruned_weights) for w in pruning_wrappers(pruned)] == [6, 1]
+    alone = tfprune.prune_low_magnitude(L.RNN([L.LSTMCell(4), L.GRUCell(4)]))
+    assert isinstance(alone, tfprune.PruneLowMagnitude)
+
+
+@keras.saving.register_keras_serializable("tfprune_tests")
+class DuckCell(L.Layer):
+    """A custom cell that names its prunable weights without inheriting PrunableLayer (tfmot accepts it)."""
+
+    def __init__(self, units=3, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.state_size = units, units
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1], self.units), name="kernel")
+        self.recurrent = self.add_weight(shape=(self.units, self.units), name="recurrent")
+
+    def call(self, x, states):
+        h = keras.ops.tanh(x @ self.kernel + states[0] @ self.recurrent)
+        return h, [h]
+
+    def get_prunable_weights(self):
+        return [self.kernel, self.recurrent]
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def test_a_custom_cell_with_get_prunable_weights_is_pruned_like_tfmot():
+    model = keras.Sequential([keras.Input((5, 4)), L.RNN(DuckCell(3)), L.Dense(2)])
+    pruned = tfprune.prune_low_magnitude(model, tfprune.ConstantSparsity(0.5, 0, frequency=1))
+    (rnn, _) = pruning_wrappers(pruned)
+    assert [w.name for w in rnn.pruned_weights] == ["kernel", "recurrent"]
+    pruned.compile("sgd", "mse")
+    pruned.fit(np.ones((4, 5, 4), "float32"), np.zeros((4, 2), "float32"), verbose=0,
+               callbacks=[tfprune.UpdatePruningStep()])
+    masks = [keras.ops.convert_to_numpy(m) for m in rnn.masks]
+    assert all(abs((1 - m.mean()) - 0.5) <= 1 / m.size for m in masks)
+
+
+def test_keyword_arguments_reach_the_wrapper_as_in_tfmot():
+    layer = tfprune.prune_low_magnitude(L.Dense(4), name="pruned_dense", input_shape=(6,))
+    assert layer.name == "pruned_dense"
+    model = keras.Sequential([layer, L.Dense(2)])
+    assert model.built and model.output_shape == (None, 2)
+    with pytest.raises(ValueError, match="single layer"):
+        tfprune.prune_low_magnitude(_model(), name="x")
+
+
+def test_layers_with_nothing_to_prune_pass_through_alone_and_in_lists():
+    dropout = tfprune.prune_low_magnitude(L.Dropout(0.5))
+    assert isinstance(dropout, L.Dropout) and dropout.rate == 0.5
+    layers = tfprune.prune_low_magnitude([L.Dense(3), L.BatchNormalization(), L.Flatten()])
+    assert [type(layer).__name__ for layer in layers] == ["PruneLowMagnitude", "BatchNormalization", "Flatten"]
+
+
+def test_an_unbuilt_sequential_is_pruned_once_it_builds():
+    model = keras.Sequential([L.Dense(8), L.Dense(2)])
+    pruned = tfprune.prune_low_magnitude(model, tfprune.ConstantSparsity(0.5, 0, frequency=1))
+    assert not pruned.built
+    pruned.compile("sgd", "mse")
+    # Built in its first train step, it is pruned from the second (tfmot prunes inside the first).
+    pruned.fit(np.ones((8, 6), "float32"), np.zeros((8, 2), "float32"), batch_size=4, verbose=0,
+               callbacks=[tfprune.UpdatePruningStep()])
+    assert [keras.ops.convert_to_numpy(w.masks[0]).mean() for w in pruning_wrappers(pruned)] == [0.5, 0.5]
+    assert [int(w.pruning_step.numpy()) for w in pruning_wrappers(pruned)] == [2, 2]
+
+
+def test_a_model_with_some_wrapped_layers_keeps_them_and_wraps_the_rest():
+    inner = tfprune.prune_low_magnitude(L.Dense(8, name="first"), tfprune.ConstantSparsity(0.25, 0, frequency=1))
+    model = keras.Sequential([keras.Input((6,)), inner, L.Dense(2, name="second")])
+    pruned = tfprune.prune_low_magnitude(model, tfprune.ConstantSparsity(0.5, 0, frequency=1))
+    wrappers = pruning_wrappers(pruned)
+    assert [w.layer.name for w in wrappers] == ["first", "second"]
+    assert [w.pruning_schedule.target_sparsity for w in wrappers] == [0.25, 0.5]
+    assert wrappers[0] is not inner, "copied, not shared"
+
+
+def test_prune_scope_loads_a_pruned_model(tmp_path):
+    pruned = tfprune.prune_low_magnitude(_model())
+    pruned.save(tmp_path / "p.keras")
+    with tfprune.prune_scope():
+        reloaded = keras.saving.load_model(tmp_path / "p.keras")
+    assert isinstance(reloaded.layers[0], tfprune.PruneLowMagnitude)
+
+
+def test_a_custom_layer_without_get_config_gets_a_value_error_naming_it():
+    class NoConfig(L.Layer):
+        def __init__(self, units, activation_fn):  # a function: Keras cannot write it in a config
+            super().__init__()
+            self.dense = L.Dense(units, activation=activation_fn)
+
+        def call(self, x):
+            return self.dense(x)
+
+    inp = keras.Input((4,))
+    model = keras.Model(inp, L.Dense(2)(NoConfig(3, lambda t: t * 2.0)(inp)))
+    with pytest.raises(ValueError, match=r"'no_config' \(NoConfig\) cannot be copied.*get_config"):
+        tfprune.prune_low_magnitude(model)

@@ -49,6 +49,7 @@ from tfprune._pruning import (  # the user-facing names of the pruning package's
     dynamic_surgery_c,
     dynamic_surgery_c_for_sparsity,
     prune_low_magnitude,
+    prune_scope,
     sparsity_report,
     strip_pruning,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "dynamic_surgery_c",
     "dynamic_surgery_c_for_sparsity",
     "prune_low_magnitude",
+    "prune_scope",
     "sparsity_report",
     "strip_pruning",
 ]

@@ -11,6 +11,7 @@ from tfprune._pruning.api import (
     dynamic_surgery_c,
     dynamic_surgery_c_for_sparsity,
     prune_low_magnitude,
+    prune_scope,
     pruning_wrappers,
     strip_pruning,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "dynamic_surgery_c",
     "dynamic_surgery_c_for_sparsity",
     "prune_low_magnitude",
+    "prune_scope",
     "pruning_wrappers",
     "sparsity_report",
     "strip_pruning",

@@ -15,7 +15,7 @@ from tfprune._common.layers import copy_layer, fresh_copy, walk_layers
 from tfprune._pruning import dynamic_surgery as surgery_lib
 from tfprune._pruning import registry
 from tfprune._pruning.base import PruningWrapper
-from tfprune._pruning.schedules import ConstantSparsity
+from tfprune._pruning.schedules import ConstantSparsity, PolynomialDecay
 from tfprune._pruning.wrapper import PruneLowMagnitude, validate_arguments
 
 
@@ -54,6 +54,7 @@ def prune_low_magnitude(
     pruning_policy=None,
     granularity="layer",
     row_importance=None,
+    **kwargs,
 ):
     """Prepares a layer or model for magnitude pruning during ``fit``.
 
@@ -63,8 +64,13 @@ def prune_low_magnitude(
     ``tfprune.UpdatePruningStep`` callback, then call ``tfprune.strip_pruning``
     to get a plain Keras model.
 
-    Accepts a layer, a list of layers, or a built model: Sequential,
-    Functional (with ``keras.ops`` calls and nested models) or subclassed.
+    Accepts a layer, a list of layers, or a model: Sequential (built, or
+    not yet: its layers are then pruned once it builds), Functional (with
+    ``keras.ops`` calls and nested models) or a built subclassed model.
+    Layers already wrapped for pruning are kept as they are (copied), the
+    others wrapped, as in tfmot. A Keras layer with nothing to prune
+    (Dropout, BatchNormalization, pooling, ...) passed on its own or in a
+    list is returned as a copy, unwrapped.
     Returns the same kind of object: the layers are copied and the
     prunable ones wrapped in ``PruneLowMagnitude``; the argument itself is
     not modified. A layer that owns layers (a custom Transformer block, a
@@ -114,6 +120,9 @@ def prune_low_magnitude(
             129 of the 1,000 most frequent words, and the model loses 1.52
             points of accuracy where count-weighted rows gain 1.00
             (``python benchmarks/bench_imdb.py``).
+        **kwargs: for a single layer (or a list), passed to each
+            ``PruneLowMagnitude`` wrapper as Keras layer arguments (``name``,
+            ``input_shape`` of a Sequential's first layer...), as tfmot does.
 
     Returns:
         The pruned layer, list of layers, or model.
@@ -154,6 +163,11 @@ def prune_low_magnitude(
             "on its own, e.g. in the clone_function of keras.models.clone_model."
         )
     policy = pruning_policy or PruningPolicy()
+    if kwargs and isinstance(to_prune, keras.Model):
+        raise ValueError(
+            f"prune_low_magnitude: keyword arguments {sorted(kwargs)} are Keras layer arguments for the wrapper "
+            f"of a single layer; model '{name}' keeps its layers' own. Pass them when wrapping one layer."
+        )
     options = {
         "pruning_schedule": pruning_schedule,
         "block_size": tuple(block_size),
@@ -164,16 +178,17 @@ def prune_low_magnitude(
         "row_importance": row_importance,
     }
     if isinstance(to_prune, (list, tuple)):
-        return [_wrap_explicit(layer, options) for layer in to_prune]
+        return [copy_layer(layer) if isinstance(layer, PruningWrapper) else _wrap_explicit(layer, options, kwargs)
+                for layer in to_prune]
     if isinstance(to_prune, keras.Model):
-        check_model(to_prune, "prune_low_magnitude")
-        _reject_pruned(to_prune)
+        if not (isinstance(to_prune, keras.Sequential) and not to_prune.built):
+            check_model(to_prune, "prune_low_magnitude")
         policy.ensure_model_supports_pruning(to_prune)
         pruned = _prune_model(to_prune, options, policy)
         _warn_unreached(pruned, "prune_low_magnitude")
         return pruned
     if isinstance(to_prune, keras.layers.Layer):
-        return _wrap_explicit(to_prune, options)
+        return _wrap_explicit(to_prune, options, kwargs)
     raise ValueError(
         "prune_low_magnitude: `to_prune` must be a keras Layer, a list of layers, or a "
         f"Sequential or Functional keras Model. Received: {type(to_prune).__name__}."
@@ -261,7 +276,6 @@ def dynamic_surgery(
         return [wrap(_check_explicit(layer, "dynamic_surgery"), True) for layer in to_prune]
     if isinstance(to_prune, keras.Model):
         check_model(to_prune, "dynamic_surgery")
-        _reject_pruned(to_prune)
         policy = pruning_policy or PruningPolicy()
         policy.ensure_model_supports_pruning(to_prune)
         if per_layer is not None:
@@ -369,6 +383,25 @@ def strip_pruning(model):
     return stripped
 
 
+def prune_scope():
+    """A ``keras.saving.custom_object_scope`` with tfprune's saved classes, for code written for tfmot.
+
+    tfprune registers its classes with Keras when it is imported, so ``keras.saving.load_model``
+    needs no scope; ``with tfprune.prune_scope(): load_model(...)`` (tfmot's idiom) keeps working.
+
+    Example:
+
+    ```python
+    with tfprune.prune_scope():
+        pruned = keras.saving.load_model("pruned.keras")
+    ```
+    """
+    return keras.saving.custom_object_scope({
+        "PruneLowMagnitude": PruneLowMagnitude, "DynamicSurgery": surgery_lib.DynamicSurgery,
+        "ConstantSparsity": ConstantSparsity, "PolynomialDecay": PolynomialDecay,
+    })
+
+
 def pruning_wrappers(model):
     """All ``PruneLowMagnitude`` layers in ``model``, nested models included, in order."""
     if isinstance(model, PruningWrapper):
@@ -392,16 +425,6 @@ def check_model(model, caller):
         raise ValueError(
             f"{caller}: model '{model.name}' is not built, so its weights do not exist yet. Start it "
             "with keras.Input(shape), call model.build(input_shape), or call it on a batch first."
-        )
-
-
-def _reject_pruned(model):
-    wrapped = [w.layer.name for w in pruning_wrappers(model)]
-    if wrapped:
-        raise ValueError(
-            f"prune_low_magnitude: model '{model.name}' is already pruned (wrapped layers: "
-            f"{', '.join(wrapped)}). Continue training it as it is, or call tfprune.strip_pruning "
-            "first and prune the result."
         )
 
 
@@ -439,15 +462,23 @@ def _check_named_layers(model, names, caller="dynamic_surgery", argument="c"):
             )
 
 
-def _wrap_explicit(layer, options):
+def _wrap_explicit(layer, options, kwargs):
     _check_explicit(layer, "prune_low_magnitude")
+    if isinstance(layer, keras.layers.Layer) and registry.nothing_to_prune(layer):
+        if kwargs:
+            raise ValueError(
+                f"prune_low_magnitude: layer '{layer.name}' ({type(layer).__name__}) has nothing to prune, so it "
+                f"is returned unwrapped and cannot take the wrapper's arguments {sorted(kwargs)}; give them to "
+                "the layer itself."
+            )
+        return copy_layer(layer)
     if not isinstance(layer, keras.layers.Layer) or not registry.can_prune(layer, explicit=True):
         raise ValueError(
             f"prune_low_magnitude: layer '{getattr(layer, 'name', layer)}' ({type(layer).__name__}) "
             f"cannot be pruned. Supported: {registry.SUPPORTED_LAYERS}. To prune a whole model and "
             "skip such layers, pass the model instead."
         )
-    return PruneLowMagnitude(copy_layer(layer), **options)
+    return PruneLowMagnitude(copy_layer(layer), **options, **kwargs)
 
 
 def _prune_model(model, options, policy):
@@ -469,6 +500,8 @@ def _wrap_model(model, wrap, chosen, caller="prune_low_magnitude"):
             return _wrap_model(layer, wrap, chosen, caller)
         if not isinstance(layer, keras.layers.Layer):
             return layer  # a keras.ops call: no state to copy
+        if isinstance(layer, PruningWrapper):
+            return copy_layer(layer)  # already wrapped: kept, as tfmot does
         return wrap(layer) if chosen(layer) else copy_layer(layer)
 
     return _clone_model(model, clone_function)
@@ -479,6 +512,8 @@ def _wrap_subclassed(model, wrap, chosen, caller):
     copy = copy_layer(model)
     replaced = []
     for child in registry.sublayers(copy):
+        if isinstance(child, PruningWrapper):
+            continue  # wrapped where the model creates it
         if isinstance(child, keras.Model):
             new = _wrap_model(child, wrap, chosen, caller)
         elif chosen(child):
@@ -530,7 +565,8 @@ def _warn_unreached(model, caller):
     unreached = []
     for layer in walk_layers(model, include_root=True):
         # Keras's own layers are known: what tfprune leaves of them is left on purpose.
-        if isinstance(layer, (PruningWrapper, registry.PrunableLayer)) or type(layer).__module__.startswith("keras."):
+        if isinstance(layer, PruningWrapper) or registry.declares_prunable_weights(layer) \
+                or type(layer).__module__.startswith("keras."):
             continue
         inner = {id(w) for sub in registry.sublayers(layer) for w in sub.weights}
         for weight in layer.weights:

@@ -17,8 +17,8 @@ _PACKAGE = "tfprune"
 NO_CALLBACK = (
     "A pruned layer is being trained without the tfprune.UpdatePruningStep callback. "
     "Add it to fit: model.fit(..., callbacks=[tfprune.UpdatePruningStep()]). In a custom "
-    "training loop, call callback.set_model(model), then on_train_begin() once and "
-    "on_train_batch_begin(step) / on_train_batch_end(step) around every step."
+    "training loop, call callback.set_model(model) and on_train_begin() once, then "
+    "on_train_batch_begin(step) before every step."
 )
 
 
@@ -87,7 +87,10 @@ class PruningWrapper(keras.layers.Wrapper):
             return
         build_sublayers(self.layer)
         self._create_state()
-        self.pruning_step = self._state("pruning_step", (), "int64", keras.initializers.Constant(-1))
+        # -1: never trained. A wrapper built inside a train step already driven by the callback
+        # (an unbuilt Sequential builds there) has begun its first step.
+        start = 0 if self.driven_by_callback else -1
+        self.pruning_step = self._state("pruning_step", (), "int64", keras.initializers.Constant(start))
         self.built = True
 
     def _create_state(self):

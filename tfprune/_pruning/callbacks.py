@@ -52,6 +52,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._in_batch = False
         self._first_step = None
         self._updated = False
+        self._started = set()
 
     def on_train_begin(self, logs=None):
         self._wrappers = pruning_wrappers(self.model)
@@ -66,11 +67,10 @@ class UpdatePruningStep(keras.callbacks.Callback):
             # this callback) is cached half-built; trace a fresh one.
             if getattr(self.model, "train_function", None) is not None:
                 self.model.make_train_function(force=True)
+        self._started = set()
         for wrapper in self._wrappers:
             wrapper.driven_by_callback = True
-            if int(wrapper.pruning_step.numpy()) < 0:
-                wrapper.pruning_step.assign(0)
-            wrapper.start_training()
+        self._start_built()
         self._sync_steps()
         self._first_step, self._updated = (self._steps[0] if self._steps else None), False
 
@@ -80,14 +80,28 @@ class UpdatePruningStep(keras.callbacks.Callback):
         # on_train_begin, which may run after this one.
         self._sync_steps()
 
+    def _start_built(self):
+        # A model that was not built (a Sequential without Input) builds its wrappers in the
+        # first train step; they start from there, counting that step (see PruningWrapper).
+        for wrapper in self._wrappers:
+            if wrapper.pruning_step is None or id(wrapper) in self._started:
+                continue
+            if int(wrapper.pruning_step.numpy()) < 0:
+                wrapper.pruning_step.assign(0)
+            wrapper.start_training()
+            self._started.add(id(wrapper))
+
     def _sync_steps(self):
-        self._steps = [int(w.pruning_step.numpy()) for w in self._wrappers]
+        self._steps = [None if w.pruning_step is None else int(w.pruning_step.numpy()) for w in self._wrappers]
 
     def _steps_per_call(self):
         return int(getattr(self.model, "steps_per_execution", 1) or 1)
 
     def on_train_batch_begin(self, batch=None, logs=None):
         span = self._steps_per_call()
+        if len(self._started) < len(self._wrappers):
+            self._start_built()
+            self._sync_steps()
         if span > 1 or self._in_batch:
             # One call runs several steps (and the last one of an epoch may
             # run fewer), or a custom loop skipped on_train_batch_end: read
@@ -96,6 +110,8 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._in_batch = True
         updates = []
         for wrapper, step in zip(self._wrappers, self._steps):
+            if step is None:
+                continue  # not built yet
             sparsity = None
             # The wrapper counts batches trained; the batch about to run is step + 1, as in tfmot.
             for s in range(step + 1, step + span + 1):
@@ -110,7 +126,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def on_train_batch_end(self, batch=None, logs=None):
         self._in_batch = False
         if self._steps_per_call() == 1:
-            self._steps = [s + 1 for s in self._steps]
+            self._steps = [None if s is None else s + 1 for s in self._steps]
 
     def on_train_end(self, logs=None):
         # A schedule whose first update lies beyond this fit (tfmot's default frequency=100 on a

@@ -64,6 +64,12 @@ SUPPORTED_LAYERS = (
 )
 
 
+def declares_prunable_weights(layer):
+    """Whether ``layer`` says itself which weights to prune: a ``PrunableLayer``, or any object with a
+    ``get_prunable_weights()`` method (tfmot accepts both)."""
+    return isinstance(layer, PrunableLayer) or callable(getattr(layer, "get_prunable_weights", None))
+
+
 def _lookup(table, layer):
     # Exact class first: SeparableConv and the Transpose convs subclass the
     # plain convs in some Keras versions, and need their own entry.
@@ -82,7 +88,7 @@ def prunable_weights(layer, explicit=False):
     such as DepthwiseConv2D are pruned then only). A layer that owns layers
     (a custom block, a model inside a layer) gives its sublayers' weights.
     """
-    if isinstance(layer, PrunableLayer):
+    if declares_prunable_weights(layer):
         return list(layer.get_prunable_weights())
     if isinstance(layer, keras.layers.Bidirectional):
         return _join(prunable_weights(layer.forward_layer), prunable_weights(layer.backward_layer))
@@ -126,8 +132,10 @@ def sublayers(layer):
 
 
 def _cell_weights(cell):
-    if isinstance(cell, PrunableLayer):
+    if declares_prunable_weights(cell):
         return list(cell.get_prunable_weights())
+    if isinstance(cell, keras.layers.StackedRNNCells):
+        return _join(*(_cell_weights(c) for c in cell.cells))
     if hasattr(cell, "kernel") and hasattr(cell, "recurrent_kernel"):
         return [cell.kernel, cell.recurrent_kernel]
     return None
@@ -165,7 +173,7 @@ def input_axes(layer, weight):
 
 def _owner(layer, weight):
     """The innermost layer below ``layer`` whose own prunable weight ``weight`` is (``layer`` itself first)."""
-    if isinstance(layer, (keras.layers.MultiHeadAttention, keras.layers.RNN, PrunableLayer)):
+    if isinstance(layer, (keras.layers.MultiHeadAttention, keras.layers.RNN)) or declares_prunable_weights(layer):
         return layer
     if isinstance(layer, (keras.layers.Bidirectional, keras.layers.TimeDistributed)) or _lookup(_WEIGHT_ATTRS, layer) is None:
         subs = [layer.forward_layer, layer.backward_layer] if isinstance(layer, keras.layers.Bidirectional) else sublayers(layer)
@@ -182,7 +190,7 @@ _KNOWN_CELLS = (keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.Simple
 
 def can_prune(layer, explicit=False):
     """Whether ``layer`` has weights tfprune prunes; decided from its class, before build."""
-    if isinstance(layer, PrunableLayer):
+    if declares_prunable_weights(layer):
         return True
     if isinstance(layer, keras.layers.Bidirectional):
         return can_prune(layer.forward_layer)
@@ -191,15 +199,24 @@ def can_prune(layer, explicit=False):
     if isinstance(layer, keras.layers.MultiHeadAttention):
         return True
     if isinstance(layer, keras.layers.RNN):
-        cell = layer.cell
-        return isinstance(cell, (PrunableLayer,) + _KNOWN_CELLS) or (
-            layer.built and hasattr(cell, "kernel") and hasattr(cell, "recurrent_kernel")
-        )
+        return _can_prune_cell(layer.cell, layer.built)
     if _lookup(_WEIGHT_ATTRS, layer) is not None:
         return True
     if explicit and _lookup(_OPT_IN_ATTRS, layer) is not None:
         return True
     return any(can_prune(sub) for sub in sublayers(layer))
+
+
+def _can_prune_cell(cell, built):
+    if isinstance(cell, keras.layers.StackedRNNCells):
+        return any(_can_prune_cell(c, built) for c in cell.cells)
+    return declares_prunable_weights(cell) or isinstance(cell, _KNOWN_CELLS) or (
+        built and hasattr(cell, "kernel") and hasattr(cell, "recurrent_kernel"))
+
+
+def nothing_to_prune(layer):
+    """A Keras layer tfprune knows and leaves whole (Dropout, BatchNormalization, pooling, Flatten, ...)."""
+    return type(layer).__module__.startswith("keras.") and not can_prune(layer, explicit=True)
 
 
 def weight_label(weight, layer=None):
