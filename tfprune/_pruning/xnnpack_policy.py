@@ -251,13 +251,15 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
                 previous = graph.previous_calls(index)
                 if not previous:
                     chain, cursor = [], index
-                    while cursor is not None and len(chain) < 6:
+                    while cursor is not None:
                         chain.append(f"'{graph.calls[cursor].layer.name}'")
                         cursor = path[cursor]
+                    chain = chain[::-1]  # from the output back to the input, as it was searched
+                    shown = " <- ".join(chain[:6]) + (" <- ..." if len(chain) > 6 else "")
                     raise ValueError(
                         f"{prefix} cannot run sparse under XNNPACK: its output "
                         f"'{graph.calls[producer].layer.name}' is computed without a GlobalAveragePooling2D "
-                        f"(path from the input: {' -> '.join(chain)}{' -> ...' if cursor is not None else ''}). "
+                        f"(path back to the input: {shown}). "
                         "XNNPACK's sparse subgraph ends at a mean over the spatial axes: end the convolutions "
                         "with keras.layers.GlobalAveragePooling2D() before the classifier (instead of Flatten, "
                         "pooling with a window, or no pooling)."
