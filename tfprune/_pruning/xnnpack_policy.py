@@ -367,7 +367,8 @@ def _middle_problem(call, graph):
             return (f"a full convolution with a {tuple(layer.kernel_size)} kernel; only 1x1 full convolutions "
                     "run sparse (spatial filtering must be depthwise)")
         if tuple(layer.strides) != (1, 1):
-            return f"strides {tuple(layer.strides)}; a 1x1 convolution must have strides 1 (downsample in a depthwise one)"
+            return (f"strides {tuple(layer.strides)}; a 1x1 convolution must have strides 1 (downsample in a "
+                    "depthwise one)")
         if tuple(layer.dilation_rate) != (1, 1):
             return f"dilation_rate {tuple(layer.dilation_rate)}; it must be 1"
         if layer.groups != 1:
