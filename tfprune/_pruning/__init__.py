@@ -23,12 +23,14 @@ from tfprune._pruning.schedules import ConstantSparsity, PolynomialDecay, Prunin
 from tfprune._pruning.base import PruningWrapper, masked_value
 from tfprune._pruning.dynamic_surgery import DynamicSurgery
 from tfprune._pruning.wrapper import PruneLowMagnitude
+from tfprune._pruning.xnnpack_policy import PruneForLatencyOnXNNPack
 
 __all__ = [
     "ConstantSparsity",
     "DynamicSurgery",
     "PolynomialDecay",
     "PrunableLayer",
+    "PruneForLatencyOnXNNPack",
     "PruneLowMagnitude",
     "PruningWrapper",
     "masked_value",
