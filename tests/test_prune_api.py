@@ -147,8 +147,7 @@ def test_subclassed_model_wrapped_in_init_trains_and_strips():
 
     net = Net()
     net(np.zeros((1, 4), "float32"))
-    with pytest.raises(ValueError, match="already pruned"):
-        tfprune.prune_low_magnitude(net)
+    assert len(pruning_wrappers(tfprune.prune_low_magnitude(net))) == 1, "its own wrapper is kept, not doubled"
     net.compile("adam", "mse")
     net.fit(np.ones((8, 4), "float32"), np.ones((8, 3)), verbose=0, callbacks=[tfprune.UpdatePruningStep()])
     assert int(keras.ops.convert_to_numpy(net.fc.masks[0]).sum()) == 6
@@ -198,21 +197,39 @@ def test_m_by_n_on_an_embedding_names_the_layer():
 
 
 def test_explicit_layer_that_cannot_be_pruned():
-    with pytest.raises(ValueError, match=r"layer 'drop' \(Dropout\) cannot be pruned"):
-        tfprune.prune_low_magnitude(keras.layers.Dropout(0.5, name="drop"))
+    class OwnKernel(keras.layers.Layer):
+        def build(self, input_shape):
+            self.w = self.add_weight(shape=(input_shape[-1], 3), name="w")
+
+        def call(self, x):
+            return x @ self.w
+
+    with pytest.raises(ValueError, match=r"layer 'own' \(OwnKernel\) cannot be pruned"):
+        tfprune.prune_low_magnitude(OwnKernel(name="own"))
     with pytest.raises(ValueError, match="cannot be pruned"):
-        tfprune.prune_low_magnitude([keras.layers.Dense(3), keras.layers.MaxPooling2D()])
+        tfprune.prune_low_magnitude([keras.layers.Dense(3), OwnKernel()])
 
 
-def test_already_pruned_and_unbuilt_models_are_rejected():
+def test_pruned_models_keep_their_wrappers_and_unbuilt_ones_are_refused_where_needed():
     pruned = tfprune.prune_low_magnitude(_dense_model())
-    with pytest.raises(ValueError, match="already pruned.*d1, d2"):
-        tfprune.prune_low_magnitude(pruned)
+    again = tfprune.prune_low_magnitude(pruned)
+    assert [w.layer.name for w in pruning_wrappers(again)] == ["d1", "d2"]
     with pytest.raises(ValueError, match="already wrapped"):
         tfprune.prune_low_magnitude(pruned.layers[0])
     unbuilt = keras.Sequential([keras.layers.Dense(3)])
     with pytest.raises(ValueError, match="not built"):
-        tfprune.prune_low_magnitude(unbuilt)
+        tfprune.dynamic_surgery(unbuilt)
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.fc = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.fc(x)
+
+    with pytest.raises(ValueError, match="not built"):
+        tfprune.prune_low_magnitude(Net())
 
 
 def test_pruning_policy_selects_layers():
