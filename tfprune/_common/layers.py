@@ -83,15 +83,27 @@ def copy_layer(layer, weights=None):
         return layer
     if not layer.built:
         return clone
-    values = layer.get_weights() if weights is None else list(weights)
+    set_copied_weights(clone, layer.get_weights() if weights is None else weights, layer)
+    return clone
+
+
+def set_copied_weights(clone, values, original):
+    """``clone.set_weights(values)``, after checking that the copy of ``original`` has a place for each.
+
+    Example:
+
+    ```python
+    set_copied_weights(fresh_copy(layer), layer.get_weights(), layer)
+    ```
+    """
+    values = list(values)
     if len(clone.weights) != len(values):
         raise ValueError(
-            f"Layer '{layer.name}' ({type(layer).__name__}) should get {len(values)} weights, but a copy built "
-            f"from its config has {len(clone.weights)}. Give the class a build() that creates every "
-            "sublayer's weights, or build its sublayers in __init__."
+            f"Layer '{original.name}' ({type(original).__name__}) should get {len(values)} weights, but a copy "
+            f"built from its config has {len(clone.weights)}. Give the class a build() that creates every "
+            "sublayer's weights, and create its layers in __init__ from its get_config() arguments."
         )
     clone.set_weights(values)
-    return clone
 
 
 def fresh_copy(layer):

@@ -11,7 +11,7 @@ import keras
 
 from tfprune._common import keras_internals
 from tfprune._common.compiling import compile_like
-from tfprune._common.layers import copy_layer, fresh_copy, walk_layers
+from tfprune._common.layers import copy_layer, fresh_copy, set_copied_weights, walk_layers
 from tfprune._pruning import dynamic_surgery as surgery_lib
 from tfprune._pruning import registry
 from tfprune._pruning.base import PruningWrapper
@@ -539,13 +539,7 @@ def _strip_subclassed(model):
     copy = fresh_copy(model)
     for parent, wrapper in _wrappers_with_parents(copy):
         keras_internals.replace_sublayer(parent, wrapper, copy_layer(wrapper.layer))
-    if len(copy.weights) != len(values):
-        raise ValueError(
-            f"strip_pruning: a copy of the subclassed model '{model.name}' has {len(copy.weights)} weights, but "
-            f"the model has {len(values)} besides its masks. Its layers must be created in __init__ from its "
-            "get_config() arguments."
-        )
-    copy.set_weights(values)
+    set_copied_weights(copy, values, model)
     return copy
 
 

@@ -34,6 +34,7 @@ import keras
 import numpy as np
 
 from tfprune._common import keras_internals
+from tfprune._common.text import format_table
 from tfprune._graph import Graph, family_of
 
 L = keras.layers
@@ -74,13 +75,9 @@ class FlopsReport:
         raise KeyError(layer_name)
 
     def __str__(self):
-        width = max([len(r["layer"]) for r in self.rows] + [5])
-        lines = [f"{'layer':<{width}}  {'type':<22}{'output shape':<22}{'params':>12}{'FLOPs (MACs)':>16}"]
-        for r in self.rows:
-            lines.append(f"{r['layer']:<{width}}  {r['type']:<22}{str(r['output_shape']):<22}"
-                         f"{r['params']:>12,}{r['flops']:>16,}")
-        lines.append(f"{'total':<{width}}  {'':<22}{'':<22}{self.total_params:>12,}{self.total_flops:>16,}")
-        return "\n".join(lines)
+        rows = [(r["layer"], r["type"], str(r["output_shape"]), f"{r['params']:,}", f"{r['flops']:,}") for r in self.rows]
+        rows.append(("total", "", "", f"{self.total_params:,}", f"{self.total_flops:,}"))
+        return "\n".join(format_table(("layer", "type", "output shape", "params", "FLOPs (MACs)"), rows, right={3, 4}))
 
     __repr__ = __str__
 
@@ -262,20 +259,16 @@ class Comparison:
                 "flops_ratio": self.flops_ratio}
 
     def __str__(self):
-        width = max([len(r["layer"]) for r in self.rows] + [5])
-        head = f"{'layer':<{width}}  {'channels':>11}  {'params':>21}  {'FLOPs (MACs)':>25}"
-        lines = [head]
-        for r in self.rows:
-            lines.append(
-                f"{r['layer']:<{width}}  {str(r['channels_before']):>5}->{str(r['channels_after']):<5}  "
-                f"{r['params_before']:>10,}->{r['params_after']:<10,}  {r['flops_before']:>12,}->{r['flops_after']:<12,}"
-            )
-        lines.append(
-            f"{'total':<{width}}  {'':>11}  {self.before.total_params:>10,}->{self.after.total_params:<10,}  "
-            f"{self.before.total_flops:>12,}->{self.after.total_flops:<12,}"
-        )
-        lines.append(f"params / {self.params_ratio:.2f}, FLOPs / {self.flops_ratio:.2f}")
-        return "\n".join(lines)
+        def change(before, after, number=True):
+            return f"{before:,} -> {after:,}" if number else f"{before} -> {after}"
+
+        rows = [(r["layer"], change(r["channels_before"], r["channels_after"], False),
+                 change(r["params_before"], r["params_after"]), change(r["flops_before"], r["flops_after"]))
+                for r in self.rows]
+        rows.append(("total", "", change(self.before.total_params, self.after.total_params),
+                     change(self.before.total_flops, self.after.total_flops)))
+        table = format_table(("layer", "channels", "params", "FLOPs (MACs)"), rows, right={1, 2, 3})
+        return "\n".join(table + [f"params / {self.params_ratio:.2f}, FLOPs / {self.flops_ratio:.2f}"])
 
     __repr__ = __str__
 
