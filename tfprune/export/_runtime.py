@@ -356,5 +356,5 @@ def _delegate_partitions(interpreter):
 
 
 def _first_line(err):
-    # The C++ reporter runs messages together: "...node #2Node number 8 (...) failed to prepare."
-    return re.sub(r"(\S)(Node number)", r"\1; \2", first_line(err, default=type(err).__name__))
+    # The C++ reporter runs messages together: "...node #2failed to delegate ...node #5Node number 8 (...)".
+    return re.sub(r"(\S)(Node number|failed to delegate)", r"\1; \2", first_line(err, default=type(err).__name__))
