@@ -126,3 +126,15 @@ def test_console_script_help_and_error_without_traceback(tmp_path):
     # TensorFlow's own import chatter may precede it; ours is exactly one line.
     ours = [line for line in failed.stderr.splitlines() if line.startswith("tfprune:")]
     assert ours == [f"tfprune: error: no such file: '{tmp_path / 'missing.tflite'}'"]
+
+
+@pytest.mark.parametrize("target", ["model.keras", "link.keras", "calib.npy"])
+def test_export_refuses_to_write_over_its_own_inputs(files, capsys, target):
+    link = files / "link.keras"
+    if not link.exists():
+        link.symlink_to(files / "model.keras")
+    before = (files / "model.keras").read_bytes(), (files / "calib.npy").read_bytes()
+    line = run_error(capsys, ["export", str(files / "model.keras"), "-o", str(files / target),
+                              "--representative", str(files / "calib.npy")])
+    assert "would destroy it" in line and target in line
+    assert ((files / "model.keras").read_bytes(), (files / "calib.npy").read_bytes()) == before

@@ -283,3 +283,33 @@ def test_a_custom_layer_without_get_config_gets_a_value_error_naming_it():
     model = keras.Model(inp, L.Dense(2)(NoConfig(3, lambda t: t * 2.0)(inp)))
     with pytest.raises(ValueError, match=r"'no_config' \(NoConfig\) cannot be copied.*get_config"):
         tfprune.prune_low_magnitude(model)
+
+
+@pytest.mark.parametrize("bad", [1.5, float("nan"), -0.1])
+def test_a_schedule_value_out_of_range_is_refused_naming_schedule_and_step(bad):
+    class Wild(tfprune.PruningSchedule):
+        def __call__(self, step):
+            return True, bad
+
+        def get_config(self):
+            return {}
+
+    pruned = tfprune.prune_low_magnitude(_model(), Wild())
+    pruned.compile("sgd", "mse")
+    with pytest.raises(ValueError, match=r"schedule Wild of layer 'dense.*' returned sparsity .* at step 1"):
+        pruned.fit(np.ones((4, 10), "float32"), np.zeros((4, 20), "float32"), verbose=0,
+                   callbacks=[tfprune.UpdatePruningStep()])
+    (wrapper,) = pruning_wrappers(pruned)
+    assert keras.ops.convert_to_numpy(wrapper.masks[0]).all(), "nothing was pruned"
+
+
+def test_a_second_fit_without_the_callback_is_refused():
+    pruned = tfprune.prune_low_magnitude(_model(), tfprune.ConstantSparsity(0.5, 0, frequency=1))
+    pruned.compile("sgd", "mse")
+    x, y = np.ones((4, 10), "float32"), np.zeros((4, 20), "float32")
+    pruned.fit(x, y, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    with pytest.raises(RuntimeError, match="UpdatePruningStep"):
+        pruned.fit(x, y, verbose=0)
+    pruned.fit(x, y, verbose=0, callbacks=[tfprune.UpdatePruningStep()])  # and with it, training goes on
+    (wrapper,) = pruning_wrappers(pruned)
+    assert int(wrapper.pruning_step.numpy()) == 2

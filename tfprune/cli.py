@@ -122,6 +122,8 @@ def main(argv=None):
 def _export(args):
     from tfprune.export import to_tflite
 
+    _refuse_writing_over_inputs(args.output, {"the model": args.model, "--representative": args.representative,
+                                              "--samples": args.samples})
     model = _load_keras(args.model)
     representative = _load_npy(args.representative, "--representative")
     samples = _load_npy(args.samples, "--samples")
@@ -163,6 +165,23 @@ def sparsity_report(model):
 
 
 # -- helpers -------------------------------------------------------------------
+
+
+def _refuse_writing_over_inputs(output, inputs):
+    """The output must not be one of the command's own input files, by name or through a link."""
+    target = pathlib.Path(output)
+    for what, name in inputs.items():
+        if name is None:
+            continue
+        source = pathlib.Path(name)
+        same = target.resolve() == source.resolve()
+        if not same and target.exists() and source.exists():
+            same = os.path.samefile(target, source)
+        if same:
+            raise CommandError(
+                f"-o '{output}' is {what} ('{name}'); writing the .tflite there would destroy it. "
+                "Choose another output file."
+            )
 
 
 def _existing_file(name):

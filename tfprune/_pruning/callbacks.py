@@ -129,6 +129,15 @@ class UpdatePruningStep(keras.callbacks.Callback):
             self._steps = [None if s is None else s + 1 for s in self._steps]
 
     def on_train_end(self, logs=None):
+        # The next fit must prove again that this callback drives it: forget the flag, and drop the
+        # traced train step so that the check, made while tracing, runs again.
+        for wrapper in self._wrappers:
+            wrapper.driven_by_callback = False
+        if self._wrappers and getattr(self.model, "train_function", None) is not None:
+            self.model.train_function = None
+        self._warn_if_nothing_was_due()
+
+    def _warn_if_nothing_was_due(self):
         # A schedule whose first update lies beyond this fit (tfmot's default frequency=100 on a
         # short run) would otherwise leave the model unpruned without a word.
         if self._updated or not self._wrappers or self._first_step is None:

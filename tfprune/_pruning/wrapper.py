@@ -109,10 +109,23 @@ class PruneLowMagnitude(PruningWrapper):
 
     def due_sparsity(self, step):
         should, sparsity = self.pruning_schedule(step)
-        return float(sparsity) if should else None
+        return self._checked(sparsity, step) if should else None
 
     def target_sparsity(self, step):
-        return float(self.pruning_schedule(max(step, 0))[1])
+        return self._checked(self.pruning_schedule(max(step, 0))[1], max(step, 0))
+
+    def _checked(self, sparsity, step):
+        # A user's schedule is obeyed only within range: 1.5 or NaN would prune nonsense.
+        try:
+            value = float(sparsity)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not (np.isfinite(value) and 0.0 <= value < 1.0):
+            raise ValueError(
+                f"The pruning schedule {type(self.pruning_schedule).__name__} of layer '{self.layer.name}' returned "
+                f"sparsity {sparsity!r} at step {step}; a schedule must return a fraction in [0, 1)."
+            )
+        return value
 
     # -- building ---------------------------------------------------------
 
