@@ -173,6 +173,11 @@ def _dense_model():
         (dict(sparsity_m_by_n=(2, 4), block_size=(4, 1)), "not both"),
         (dict(granularity="channel"), "granularity"),
         (dict(pruning_schedule=0.5), "pruning_schedule"),
+        (dict(block_size="ab"), "block_size"),
+        (dict(block_size=4), "block_size"),
+        (dict(block_size=(1.5, 1)), "block_size"),
+        (dict(sparsity_m_by_n=(2.5, 4)), "sparsity_m_by_n"),
+        (dict(pruning_policy="x"), "pruning_policy"),
     ],
 )
 def test_bad_arguments_are_rejected_before_anything_changes(kwargs, message):
@@ -252,3 +257,8 @@ def test_sparsity_report_counts_and_prints():
     assert report.total_params == model.count_params()
     text = str(report)
     assert "d1" in text and "50.00%" in text and "all parameters" in text
+
+
+def test_sparsity_report_of_something_else_names_the_argument():
+    with pytest.raises(TypeError, match="sparsity_report: `model` must be a Keras model or layer. Received: NoneType"):
+        tfprune.sparsity_report(None)

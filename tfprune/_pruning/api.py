@@ -155,7 +155,14 @@ def prune_low_magnitude(
     ```
     """
     name = getattr(to_prune, "name", type(to_prune).__name__)
-    validate_arguments(name, pruning_schedule, tuple(block_size), block_pooling_type, sparsity_m_by_n, granularity)
+    block_size, sparsity_m_by_n = validate_arguments(name, pruning_schedule, block_size, block_pooling_type,
+                                                     sparsity_m_by_n, granularity)
+    if pruning_policy is not None and not all(
+            callable(getattr(pruning_policy, m, None)) for m in ("allow_pruning", "ensure_model_supports_pruning")):
+        raise ValueError(
+            f"prune_low_magnitude: `pruning_policy` must be a tfprune.PruningPolicy (subclass it and override "
+            f"allow_pruning). Received: {pruning_policy!r}."
+        )
     if row_importance is not None and not _is_single_layer(to_prune):
         raise ValueError(
             f"prune_low_magnitude: `row_importance` has one number per row of one layer's weight, so it is "
@@ -170,7 +177,7 @@ def prune_low_magnitude(
         )
     options = {
         "pruning_schedule": pruning_schedule,
-        "block_size": tuple(block_size),
+        "block_size": block_size,
         "block_pooling_type": block_pooling_type,
         "sparsity_m_by_n": sparsity_m_by_n,
         "granularity": granularity,

@@ -83,6 +83,8 @@ def sparsity_report(model):
     print(tfprune.sparsity_report(tfprune.strip_pruning(pruned)))
     ```
     """
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(f"sparsity_report: `model` must be a Keras model or layer. Received: {type(model).__name__}.")
     rows = []
     for layer in _units(model):
         inner = layer.layer if isinstance(layer, PruningWrapper) else layer

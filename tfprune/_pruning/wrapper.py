@@ -95,12 +95,11 @@ class PruneLowMagnitude(PruningWrapper):
         elif isinstance(pruning_schedule, dict):
             pruning_schedule = keras.saving.deserialize_keras_object(pruning_schedule)
         self.pruning_schedule = pruning_schedule
-        self.block_size = tuple(int(b) for b in block_size)
+        self.block_size, self.sparsity_m_by_n = validate_arguments(
+            layer.name, pruning_schedule, block_size, block_pooling_type, sparsity_m_by_n, granularity)
         self.block_pooling_type = block_pooling_type
-        self.sparsity_m_by_n = None if sparsity_m_by_n is None else tuple(int(v) for v in sparsity_m_by_n)
         self.granularity = granularity
         self.global_group = global_group
-        validate_arguments(layer.name, pruning_schedule, self.block_size, block_pooling_type, self.sparsity_m_by_n, granularity)
         self.row_importance = validate_row_importance(layer.name, row_importance, self.sparsity_m_by_n, granularity)
         if layer.built:
             self._build_pruning_state()
@@ -220,33 +219,50 @@ class PruneLowMagnitude(PruningWrapper):
         return cls(layer, **config)
 
 
+def _int_pair(value):
+    """``value`` as a tuple of two Python ints, or None if it is not two integers (2.5 and "ab" are not)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        return None
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+        return None
+    return tuple(int(v) for v in value)
+
+
 def validate_arguments(layer_name, schedule, block_size, pooling, m_by_n, granularity):
-    """Checks the wrapper's arguments; errors name the layer, the argument and what is allowed."""
+    """Checks the wrapper's arguments; errors name the layer, the argument and what is allowed.
+
+    Returns ``(block_size, sparsity_m_by_n)`` as tuples of ints (``sparsity_m_by_n`` may be None).
+    """
     where = f"prune_low_magnitude (layer '{layer_name}')"
     if not isinstance(schedule, PruningSchedule):
         raise ValueError(
             f"{where}: `pruning_schedule` must be a tfprune.PruningSchedule such as "
             f"tfprune.PolynomialDecay(...). Received: {schedule!r}."
         )
-    if len(block_size) != 2 or any(b < 1 for b in block_size):
+    pair = _int_pair(block_size)
+    if pair is None or any(b < 1 for b in pair):
         raise ValueError(
             f"{where}: `block_size` must be two positive integers (rows, cols), e.g. (4, 1). "
-            f"Received: block_size={block_size}."
+            f"Received: block_size={block_size!r}."
         )
     if pooling not in POOLING_TYPES:
         raise ValueError(f"{where}: `block_pooling_type` must be one of {POOLING_TYPES}. Received: {pooling!r}.")
     if granularity not in GRANULARITIES:
         raise ValueError(f"{where}: `granularity` must be one of {GRANULARITIES}. Received: {granularity!r}.")
+    block_size = pair
     if m_by_n is not None:
-        if len(m_by_n) != 2 or not 0 < m_by_n[0] < m_by_n[1]:
+        m_n = _int_pair(m_by_n)
+        if m_n is None or not 0 < m_n[0] < m_n[1]:
             raise ValueError(
-                f"{where}: `sparsity_m_by_n` must be (m, n) with 0 < m < n: m zeros in every n "
-                f"consecutive weights, e.g. (2, 4). Received: sparsity_m_by_n={m_by_n}."
+                f"{where}: `sparsity_m_by_n` must be two integers (m, n) with 0 < m < n: m zeros in every n "
+                f"consecutive weights, e.g. (2, 4). Received: sparsity_m_by_n={m_by_n!r}."
             )
+        m_by_n = m_n
         if tuple(block_size) != (1, 1):
             raise ValueError(f"{where}: use either `block_size` or `sparsity_m_by_n`, not both.")
         if granularity == "global":
             raise ValueError(f"{where}: `sparsity_m_by_n` fixes each group's sparsity; it cannot be global.")
+    return block_size, m_by_n
 
 
 def validate_row_importance(layer_name, row_importance, m_by_n, granularity):
