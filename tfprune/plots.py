@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from tfprune._common.files import atomic_path
-from tfprune._common.layers import walk_layers
+from tfprune._common.layers import graph_layers
 
 __all__ = [
     "plot_accuracy_vs_sparsity",
@@ -294,8 +294,7 @@ def _finish(figure, path):
 
 def _layers(model):
     # The graph's own layers (nested models looked into): those have an output shape to plot.
-    return [layer for layer in walk_layers(model, descend=lambda l: isinstance(l, keras.Model))
-            if not isinstance(layer, keras.Model)]
+    return [layer for layer in graph_layers(model) if not isinstance(layer, keras.Model)]
 
 
 def _channel_widths(model):

@@ -46,6 +46,21 @@ def walk_layers(root, include_root=False, descend=None):
     return found
 
 
+def graph_layers(model):
+    """The layers of ``model``'s own graph and of the models nested in it (those listed too), not deeper.
+
+    These are the layers a model-wide call wraps or copies one by one; layers inside a block
+    belong to the block.
+
+    Example:
+
+    ```python
+    names = [layer.name for layer in graph_layers(model)]
+    ```
+    """
+    return walk_layers(model, descend=lambda layer: isinstance(layer, keras.Model))
+
+
 def copy_layer(layer, weights=None):
     """A new layer of the same class and config, built as ``layer`` is, holding ``weights``.
 

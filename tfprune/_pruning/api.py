@@ -11,7 +11,7 @@ import keras
 
 from tfprune._common import keras_internals
 from tfprune._common.compiling import compile_like
-from tfprune._common.layers import copy_layer, fresh_copy, set_copied_weights, walk_layers
+from tfprune._common.layers import copy_layer, fresh_copy, graph_layers, set_copied_weights, walk_layers
 from tfprune._pruning import dynamic_surgery as surgery_lib
 from tfprune._pruning import registry
 from tfprune._pruning.base import PruningWrapper
@@ -451,7 +451,7 @@ def _wrappable_layers(model):
 
     A layer inside a block is pruned as part of the block, so it cannot be named on its own.
     """
-    return {layer.name: layer for layer in walk_layers(model, descend=lambda l: isinstance(l, keras.Model))}
+    return {layer.name: layer for layer in graph_layers(model)}
 
 
 def _check_named_layers(model, names, caller="dynamic_surgery", argument="c"):
