@@ -35,6 +35,7 @@ if _keras.backend.backend() != "tensorflow":  # pragma: no cover
 from tfprune._pruning import (  # the user-facing names of the pruning package's face
     ConstantSparsity,
     DynamicSurgery,
+    KeepMasks,
     PolynomialDecay,
     PrunableLayer,
     PruneForLatencyOnXNNPack,
@@ -49,8 +50,11 @@ from tfprune._pruning import (  # the user-facing names of the pruning package's
     dynamic_surgery,
     dynamic_surgery_c,
     dynamic_surgery_c_for_sparsity,
+    masks_of,
+    prunable_weights,
     prune_low_magnitude,
     prune_scope,
+    prune_with_masks,
     sparsity_report,
     strip_pruning,
 )
@@ -61,6 +65,7 @@ from tfprune import datasets, export, plots, structured, surgery  # noqa: E402  
 __all__ = [
     "ConstantSparsity",
     "DynamicSurgery",
+    "KeepMasks",
     "PolynomialDecay",
     "PrunableLayer",
     "PruneForLatencyOnXNNPack",
@@ -75,8 +80,11 @@ __all__ = [
     "dynamic_surgery",
     "dynamic_surgery_c",
     "dynamic_surgery_c_for_sparsity",
+    "masks_of",
+    "prunable_weights",
     "prune_low_magnitude",
     "prune_scope",
+    "prune_with_masks",
     "sparsity_report",
     "strip_pruning",
 ]

@@ -16,6 +16,7 @@ from tfprune._pruning.api import (
     strip_pruning,
 )
 from tfprune._pruning.callbacks import PruningSummaries, UpdatePruningStep
+from tfprune._pruning.fixed_masks import KeepMasks, masks_of, prunable_weights, prune_with_masks
 from tfprune._pruning.history import SparsityHistory
 from tfprune._pruning.registry import PrunableLayer
 from tfprune._pruning.report import SparsityReport, sparsity_report
@@ -28,6 +29,7 @@ from tfprune._pruning.xnnpack_policy import PruneForLatencyOnXNNPack
 __all__ = [
     "ConstantSparsity",
     "DynamicSurgery",
+    "KeepMasks",
     "PolynomialDecay",
     "PrunableLayer",
     "PruneForLatencyOnXNNPack",
@@ -44,8 +46,11 @@ __all__ = [
     "dynamic_surgery",
     "dynamic_surgery_c",
     "dynamic_surgery_c_for_sparsity",
+    "masks_of",
+    "prunable_weights",
     "prune_low_magnitude",
     "prune_scope",
+    "prune_with_masks",
     "pruning_wrappers",
     "sparsity_report",
     "strip_pruning",
