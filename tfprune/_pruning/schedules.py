@@ -7,11 +7,14 @@ them with tfmot's own outputs), but they are computed in plain Python so the
 TensorFlow.
 """
 
+import json
 import math
 import warnings
 
 import keras
 import numpy as np
+
+from tfprune._common.text import first_line
 
 _PACKAGE = "tfprune"
 
@@ -221,3 +224,32 @@ class PolynomialDecay(PruningSchedule):
             "power": self.power,
             "frequency": self.frequency,
         }
+
+
+def check_saveable(schedule, where):
+    """Raises ``ValueError`` now if ``schedule`` could not be saved with the model; warns if it would not load.
+
+    Keras opens the ``.keras`` file before it serializes the model, so a schedule that fails
+    there would leave the user's checkpoint as an empty file: find it out at prune time instead.
+    A schedule that saves but does not load back (not registered) only warns: many pruned
+    models are stripped and exported without ever being saved.
+    """
+    fix = ("Give it a get_config() that returns its __init__ arguments as plain numbers, strings and lists, "
+           "and register it so that load_model finds it: "
+           "@keras.saving.register_keras_serializable(package='my_project').")
+    name = type(schedule).__name__
+    try:
+        config = keras.saving.serialize_keras_object(schedule)
+        json.dumps(config)
+    except Exception as err:  # whatever user code raises, the user must hear it here, not in model.save
+        raise ValueError(f"{where}: the pruning schedule {name} cannot be saved with the model "
+                         f"({type(err).__name__}: {first_line(err)}). {fix}") from None
+    try:
+        restored = keras.saving.deserialize_keras_object(config)
+        problem = None if type(restored) is type(schedule) else f"it loads back as {type(restored).__name__}"
+    except Exception as err:
+        problem = f"{type(err).__name__}: {first_line(err)}"
+    if problem:
+        warnings.warn(f"{where}: a model pruned with the schedule {name} can be saved, but "
+                      f"keras.saving.load_model will not load it ({problem[:200]}). {fix}", RuntimeWarning,
+                      stacklevel=4)

@@ -22,7 +22,7 @@ import numpy as np
 from tfprune._pruning import masks as mask_lib
 from tfprune._pruning import registry
 from tfprune._pruning.base import _PACKAGE, PruningWrapper, _positional
-from tfprune._pruning.schedules import ConstantSparsity, PruningSchedule
+from tfprune._pruning.schedules import ConstantSparsity, PruningSchedule, check_saveable
 
 GRANULARITIES = ("layer", "global")
 POOLING_TYPES = ("AVG", "MAX")
@@ -239,6 +239,7 @@ def validate_arguments(layer_name, schedule, block_size, pooling, m_by_n, granul
             f"{where}: `pruning_schedule` must be a tfprune.PruningSchedule such as "
             f"tfprune.PolynomialDecay(...). Received: {schedule!r}."
         )
+    check_saveable(schedule, where)
     pair = _int_pair(block_size)
     if pair is None or any(b < 1 for b in pair):
         raise ValueError(

@@ -13,6 +13,7 @@ later call would trust. The second load takes about a second.
 import pathlib
 import re
 import tarfile
+import warnings
 import zipfile
 import zlib
 
@@ -26,6 +27,9 @@ SPLITS = ("train", "test")
 CLASSES = ("neg", "pos")  # label 0, label 1
 _MEMBER = re.compile(r"^(?:\./)?aclImdb/(train|test)/(neg|pos)/(\d+)_(\d+)\.txt$")
 _CACHE_VERSION = 1
+# The longest review in aclImdb is about 14 kB; a member or file declaring more than this is
+# not a review, and reading it could exhaust memory.
+MAX_REVIEW_BYTES = 1 << 20
 
 
 def load_data(path=None, seed=113):
@@ -110,7 +114,7 @@ def _from_directory(root):
         texts, labels = [], []
         for label, name in enumerate(CLASSES):
             folder = root / split / name
-            files = sorted(folder.glob("*.txt"), key=_review_order) if folder.is_dir() else []
+            files = sorted(_review_files(folder), key=_review_order) if folder.is_dir() else []
             if not files:
                 raise ValueError(
                     f"imdb: '{folder}' is missing or holds no reviews (*.txt). The aclImdb directory needs "
@@ -120,6 +124,23 @@ def _from_directory(root):
             labels += [label] * len(files)
         splits[split] = (_as_texts(texts), np.array(labels, np.int64))
     return splits
+
+
+def _review_files(folder):
+    """The ``*.txt`` regular files of ``folder``; others (a FIFO would block forever) are skipped with a warning."""
+    files, skipped = [], []
+    for path in folder.glob("*.txt"):
+        (files if path.is_file() else skipped).append(path)
+    if skipped:
+        warnings.warn(f"imdb: skipped {len(skipped)} entries of '{folder}' that are not regular files "
+                      f"(e.g. '{skipped[0].name}'): devices, FIFOs, sockets and folders are never read.",
+                      RuntimeWarning, stacklevel=4)
+    for path in files:
+        size = path.stat().st_size
+        if size > MAX_REVIEW_BYTES:
+            raise ValueError(f"imdb: '{path}' is {size:,} bytes, more than any review "
+                             f"({MAX_REVIEW_BYTES:,}, MAX_REVIEW_BYTES): it is not part of aclImdb.")
+    return files
 
 
 def _review_order(path):
@@ -150,6 +171,12 @@ def _parse_archive(archive):
                 if match is None or not member.isfile():
                     continue  # symlinks, devices, other files: never read, never written anywhere
                 split, name, review_id, _ = match.groups()
+                if member.size > MAX_REVIEW_BYTES:
+                    raise ValueError(
+                        f"imdb: '{archive}': member '{member.name}' declares a size of {member.size:,} bytes, more "
+                        f"than any review ({MAX_REVIEW_BYTES:,}, MAX_REVIEW_BYTES): the archive is corrupt or "
+                        "not aclImdb."
+                    )
                 data = tar.extractfile(member).read()
                 found[(split, name)].append((int(review_id), member.name, data.decode("utf-8", errors="replace")))
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:

@@ -1,7 +1,9 @@
 """MNIST handwritten digits, read from the four original idx files."""
 
 import gzip
+import math
 import pathlib
+import zlib
 
 import numpy as np
 
@@ -16,6 +18,9 @@ FILES = {
     "t10k-labels-idx1-ubyte.gz": "d4205094abd80a432c7f9f48b1d35b3d2745ed01c7a72cb64877669c3ed79a6d",
 }
 _MAGIC = {3: 2051, 1: 2049}  # idx magic number by rank: images, labels
+# Larger idx files are refused: MNIST-format sets are tens of MB; 4 GiB is far beyond any of them.
+MAX_IDX_BYTES = 1 << 32
+_GZIP_MAX_RATIO = 1032
 
 
 def load_data(path=None):
@@ -66,24 +71,51 @@ def load_data(path=None):
 
 
 def read_idx(path, rank):
-    """Reads one gzipped idx file of ``rank`` dimensions into a uint8 array."""
+    """Reads one gzipped idx file of ``rank`` dimensions into a uint8 array.
+
+    The sizes the header declares are checked before anything is allocated: against the most
+    gzip can expand the file to, and against ``MAX_IDX_BYTES``. The data is then read in
+    chunks, so a file shorter than its header says fails without reserving the declared size.
+    """
     path = pathlib.Path(path)
+    header = 4 + 4 * rank
     try:
         with gzip.open(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as err:
+            head = f.read(header)
+            magic = int.from_bytes(head[:4], "big")
+            if magic != _MAGIC[rank]:
+                raise ValueError(f"mnist: {path.name} has idx magic number {magic}, expected {_MAGIC[rank]}.")
+            if len(head) < header:
+                raise ValueError(f"mnist: {path.name} is too short to be an idx file.")
+            shape = tuple(int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(rank))
+            expected = math.prod(shape)  # Python ints: no int64 wrap-around for hostile headers
+            _check_declared_size(path, shape, expected)
+            data = _read_at_most(f, expected + 1)
+    except (OSError, EOFError, zlib.error) as err:
         raise ValueError(f"mnist: {path.name} is not a readable gzip file ({err}).") from None
-    magic = int.from_bytes(data[:4], "big")
-    if magic != _MAGIC[rank]:
-        raise ValueError(f"mnist: {path.name} has idx magic number {magic}, expected {_MAGIC[rank]}.")
-    header = 4 + 4 * rank
-    if len(data) < header:
-        raise ValueError(f"mnist: {path.name} is too short to be an idx file.")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(rank))
-    expected = header + int(np.prod(shape))
     if len(data) != expected:
         raise ValueError(
-            f"mnist: {path.name} holds {len(data)} bytes but its header {shape} needs {expected}: "
-            "the file is truncated or corrupt."
+            f"mnist: {path.name} holds {header + len(data)}{'+' if len(data) > expected else ''} bytes but its "
+            f"header {shape} needs {header + expected}: the file is truncated or corrupt."
         )
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
+    return np.frombuffer(bytes(data), dtype=np.uint8).reshape(shape)
+
+
+def _check_declared_size(path, shape, size):
+    # deflate expands at most about 1032:1, so a header claiming more than that is false.
+    possible = _GZIP_MAX_RATIO * path.stat().st_size
+    if size > min(possible, MAX_IDX_BYTES):
+        limit = (f"the {possible:,} bytes a {path.stat().st_size:,}-byte gzip file can hold" if possible < MAX_IDX_BYTES
+                 else f"the {MAX_IDX_BYTES:,}-byte limit (MAX_IDX_BYTES)")
+        raise ValueError(f"mnist: {path.name} declares dimensions {shape} in its header, {size:,} bytes, more than "
+                         f"{limit}: the header is corrupt.")
+
+
+def _read_at_most(f, count, chunk=1 << 24):
+    data = bytearray()
+    while len(data) < count:
+        piece = f.read(min(chunk, count - len(data)))
+        if not piece:
+            break
+        data += piece
+    return data

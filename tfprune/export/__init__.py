@@ -119,6 +119,9 @@ def to_tflite(
         model: a built Sequential or Functional ``keras.Model`` with fixed
             input shapes (the batch dimension aside).
         path: where to write the ``.tflite`` file. Its folder must exist.
+            The file gets the permissions a normal write gives (an existing
+            file keeps its mode); a symbolic link is written through (its
+            target is replaced, the link stays).
         quantization: ``None`` (float32), ``"dynamic"`` (int8 weights,
             float activations; no data needed), ``"int8"`` (int8 weights and
             activations; needs ``representative_data``) or ``"float16"``

@@ -10,13 +10,13 @@ LiteRT runtime does not have) and writes straight to the final path.
 """
 
 import re
-import tempfile
 import warnings
 
 import keras
 import numpy as np
 
 from tfprune._common import keras_internals
+from tfprune._common.files import scratch_directory
 from tfprune._common.layers import walk_layers
 from tfprune._common.text import first_line
 from tfprune._pruning import PruningWrapper, strip_pruning
@@ -187,7 +187,7 @@ def convert(model, specs, mode, representative, io_dtype, sparse, per_channel, t
     """
     import tensorflow as tf
 
-    with tempfile.TemporaryDirectory(prefix="tfprune_savedmodel_") as saved_model:
+    with scratch_directory("tfprune_savedmodel_") as saved_model:
         if tf_keras_model is not None:
             converter = tf.lite.TFLiteConverter.from_keras_model(tf_keras_model)
         else:

@@ -71,6 +71,8 @@ def export(model, path, quantization, representative_data, sparse, *, io_dtype, 
            sample_data, batch_size, require_default_delegate, verify_samples, latency_runs):
     """``to_tflite`` (see its docstring); returns the report."""
     mode = check_options(quantization, representative_data, sparse, io_dtype, batch_size, fuse_lstm)
+    check_count("to_tflite", "verify_samples", verify_samples, minimum=1)
+    check_count("to_tflite", "latency_runs", latency_runs, minimum=0)
     destination = _check_destination(pathlib.Path(path))
     with _reserved(destination) as tmp_path:
         job, lstm_note = _prepare(model, mode, representative_data, sample_data, io_dtype, per_channel,
@@ -98,6 +100,7 @@ def export(model, path, quantization, representative_data, sparse, *, io_dtype, 
 
 def inspect(path, run=True, latency_runs=100):
     """``inspect_tflite`` (see its docstring)."""
+    check_count("inspect_tflite", "latency_runs", latency_runs, minimum=0)
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -136,9 +139,14 @@ def check_options(quantization, representative_data, sparse, io_dtype, batch_siz
             "prepared as for model.predict (e.g. x_train[:300]), to calibrate activation ranges. "
             f"Without data, use {DYNAMIC.argument} (int8 weights, float activations)."
         )
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"to_tflite: `batch_size` must be a positive integer. Received: {batch_size!r}.")
+    check_count("to_tflite", "batch_size", batch_size, minimum=1)
     return mode
+
+
+def check_count(caller, name, value, minimum):
+    """``value`` must be an integer >= ``minimum``; True, 2.5 and "many" are not counts."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{caller}: `{name}` must be an integer >= {minimum}. Received: {name}={value!r}.")
 
 
 def _check_destination(destination):

@@ -14,6 +14,7 @@ import numpy as np
 from tfprune._pruning import check_model, pruning_wrappers
 from tfprune._common.text import list_names
 from tfprune._common.compiling import compile_like
+from tfprune._common.layers import copy_layer
 
 
 @keras.saving.register_keras_serializable(package="tfprune")
@@ -101,6 +102,11 @@ def compact_embeddings(model, layers=None):
     tfprune.export.to_tflite(small, "imdb.tflite", quantization="dynamic")
     ```
     """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"compact_embeddings: `model` must be a built keras Model. Received: {type(model).__name__}.")
+    if layers is not None and (not isinstance(layers, (list, tuple, set)) or not all(isinstance(n, str) for n in layers)):
+        raise TypeError(f"compact_embeddings: `layers` must be a list of layer names, e.g. ['embedding'], or None. "
+                        f"Received: {layers!r}.")
     check_model(model, "compact_embeddings")
     wrapped = [wrapper.layer.name for wrapper in pruning_wrappers(model)]
     if wrapped:
@@ -138,19 +144,16 @@ def _tables(model, layers):
 
 def _clone(model, tables):
     def clone(layer):
-        if layer.name not in tables:
-            return layer.__class__.from_config(layer.get_config())
-        return CompactEmbedding(layer.input_dim, layer.output_dim, rows=len(tables[layer.name][1]),
-                                mask_zero=layer.mask_zero, name=layer.name, dtype=layer.dtype_policy)
+        if getattr(layer, "name", None) not in tables:
+            return copy_layer(layer)  # its weights too; a keras.ops node is shared as it is
+        token_rows, table = tables[layer.name]
+        compact = CompactEmbedding(layer.input_dim, layer.output_dim, rows=len(table), mask_zero=layer.mask_zero,
+                                   name=layer.name, dtype=layer.dtype_policy)
+        compact.build()
+        compact.token_rows.assign(token_rows)
+        compact.embeddings.assign(table)
+        return compact
 
     new = keras.models.clone_model(model, clone_function=clone)
-    for source in model.layers:
-        target = new.get_layer(source.name)
-        if source.name in tables:
-            token_rows, compact = tables[source.name]
-            target.token_rows.assign(token_rows)
-            target.embeddings.assign(compact)
-        else:
-            target.set_weights(source.get_weights())
     compile_like(model, new, "compact_embeddings")
     return new

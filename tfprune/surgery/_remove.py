@@ -20,12 +20,7 @@ def unions_for(analysis, channels, argument="channels"):
         if name not in producers:
             raise ValueError(_not_a_producer(analysis, name, argument))
         width = len(producers[name])
-        try:
-            indices = np.asarray(list(indices)).astype(np.int64, casting="safe") if len(indices) else np.zeros(0, np.int64)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"`{argument}['{name}']` must be a list of integer channel indices, got {indices!r}."
-            ) from None
+        indices = _channel_indices(indices, f"`{argument}['{name}']`")
         bad = indices[(indices < 0) | (indices >= width)]
         if bad.size:
             raise ValueError(
@@ -73,6 +68,25 @@ def check_not_empty(analysis, removed):
                 f"This cut would remove all {len(ids)} output channels of '{unit_name}'{coupled}. A layer must "
                 "keep at least one channel: remove fewer."
             )
+
+
+def _channel_indices(indices, where):
+    """``indices`` as an int64 array; booleans are refused, since a mask could mean 'keep' as well as 'remove'."""
+    if isinstance(indices, (str, bytes)) or not hasattr(indices, "__len__"):
+        raise TypeError(f"{where} must be a list of integer channel indices, got {indices!r}.")
+    items = list(indices)
+    values = np.asarray(items)
+    if values.dtype == bool or any(isinstance(v, (bool, np.bool_)) for v in items):
+        raise TypeError(
+            f"{where} is a boolean mask; give the indices of the channels to remove instead, e.g. "
+            "np.flatnonzero(remove_mask) (or np.flatnonzero(~keep_mask))."
+        )
+    if values.size == 0:
+        return np.zeros(0, np.int64)
+    try:
+        return values.astype(np.int64, casting="safe")
+    except (TypeError, ValueError):
+        raise TypeError(f"{where} must be a list of integer channel indices, got {indices!r}.") from None
 
 
 def remove_channels(model, channels, *, return_report=False):
