@@ -9,6 +9,11 @@ times it. Exits with status 1 if the file does not load or run, 2 on a
 usage error, 0 otherwise. No TensorFlow, no tfprune: copy this file next
 to a model and run it anywhere `pip install numpy ai-edge-litert` works.
 
+The check runs in a child process (this script again) with a memory limit
+and a timeout: a corrupt file can crash the interpreter (SIGSEGV in
+invoke) or declare tensors of many GiB, and this script then says so
+with exit status 1 instead of dying with the file.
+
     python export/check_tflite.py model.tflite
     python export/check_tflite.py model.tflite --input digits.npy --labels labels.npy
     python export/check_tflite.py model.tflite --no-delegate   # builtin kernels only
@@ -20,7 +25,11 @@ here with the tensor's scale and zero point, as the app must do.
 
 import argparse
 import gzip
+import os
 import pathlib
+import re
+import signal
+import subprocess
 import sys
 import time
 
@@ -31,6 +40,12 @@ try:
 except ImportError:  # pragma: no cover - depends on the machine
     print("check_tflite: error: needs the LiteRT runtime: pip install ai-edge-litert", file=sys.stderr)
     sys.exit(2)
+
+# Set in the child that does the work; the parent only watches it.
+CHILD = "CHECK_TFLITE_CHILD"
+# A tensor may declare at most this many bytes (no phone model comes near it): a corrupt shape such
+# as [1, 0x7fffffff] is refused before the interpreter allocates it.
+MAX_TENSOR_BYTES = 2**31
 
 
 def parse_args(argv):
@@ -44,22 +59,87 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default: %(default)s)")
     parser.add_argument("--no-delegate", action="store_true",
                         help="builtin kernels only (OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)")
+    parser.add_argument("--memory-gib", type=float, default=4.0,
+                        help="memory the check may use beyond the runtime itself, plus 4x the file "
+                             "(default: %(default)s GiB)")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds before the check is stopped "
+                                                                   "(default: %(default)s)")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     path = pathlib.Path(args.model)
     if not path.is_file():
         return fail(f"no such file: '{path}'", status=2)
+    if os.environ.get(CHILD) == "1":
+        try:
+            return check(args, path)
+        except UnicodeDecodeError:
+            return fail(f"'{path}': a tensor name is not valid UTF-8: the file is corrupt")
+        except (IndexError, KeyError) as err:  # sparsity parameters that point outside the tensor
+            return fail(f"'{path}': the file is corrupt ({type(err).__name__} reading its tensors: {first_line(err)})")
+    return supervise(argv, args, path)
+
+
+def supervise(argv, args, path):
+    """Runs the check in a child process; a crash, a runaway allocation or a hang becomes exit status 1."""
+    sys.stdout.flush()
+    env = dict(os.environ, **{CHILD: "1"})
+    try:
+        child = subprocess.run([sys.executable, os.path.abspath(__file__), *argv], env=env, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return fail(f"'{path}': the check did not finish within {args.timeout:g} s; the interpreter may hang "
+                    "on this file (--timeout sets the limit)")
+    if child.returncode < 0:
+        number = -child.returncode
+        name = signal.Signals(number).name if number in signal.Signals._value2member_map_ else "?"
+        memory = (f"; it may have needed more than the {args.memory_gib:g} GiB allowed (--memory-gib)"
+                  if number == signal.SIGABRT else "")
+        return fail(f"'{path}': the interpreter crashed (signal {number}, {name}) on this file: it is corrupt or "
+                    f"uses something this runtime cannot run{memory}")
+    return child.returncode
+
+
+def limit_memory(extra_bytes):
+    """Caps the address space at what this process uses now plus ``extra_bytes`` (Linux; elsewhere no-op)."""
+    try:
+        import resource
+
+        used_kb = int(re.search(r"VmSize:\s+(\d+) kB", pathlib.Path("/proc/self/status").read_text()).group(1))
+        resource.setrlimit(resource.RLIMIT_AS, (used_kb * 1024 + int(extra_bytes),
+                                                resource.getrlimit(resource.RLIMIT_AS)[1]))
+    except (ImportError, OSError, AttributeError, ValueError):
+        pass  # the parent's timeout still ends a runaway check
+
+
+def oversized_tensor(interpreter):
+    """The first tensor whose declared shape needs more than ``MAX_TENSOR_BYTES``, as text (``None`` if none)."""
+    for d in interpreter.get_tensor_details():
+        declared = int(np.prod([int(n) for n in d["shape"]], dtype=object)) * np.dtype(d["dtype"]).itemsize
+        if declared > MAX_TENSOR_BYTES:
+            return (f"tensor {d['index']} ('{d['name'][:60]}') declares the shape {[int(n) for n in d['shape']]}, "
+                    f"{declared:,} bytes: more than the {MAX_TENSOR_BYTES:,} a tensor may have")
+    return None
+
+
+def check(args, path):
+    """Loads, describes, runs and times the file (in the child process)."""
     data = path.read_bytes()
     print(f"{path}: {len(data):,} bytes ({len(gzip.compress(data, 9)):,} gzipped)")
     resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if args.no_delegate else OpResolverType.AUTO
     config = "no delegates" if args.no_delegate else "default delegate (XNNPACK)"
+    limit_memory(args.memory_gib * 2**30 + 4 * len(data))
     try:
         interpreter = Interpreter(model_path=str(path), num_threads=args.threads,
                                   experimental_op_resolver_type=resolver)
+        oversized = oversized_tensor(interpreter)
+        if oversized:
+            return fail(f"'{path}': {oversized}; the file is corrupt, so it is not loaded")
         interpreter.allocate_tensors()
+    except MemoryError:
+        return fail(f"'{path}': ran out of the memory allowed (--memory-gib {args.memory_gib:g}) while loading")
     except (RuntimeError, ValueError) as err:
         return fail(f"does not load with the {config}: {first_line(err)}")
     print(f"loads with the {config}")
@@ -91,6 +171,8 @@ def main(argv=None):
             start = time.perf_counter()
             interpreter.invoke()
             times.append(time.perf_counter() - start)
+    except MemoryError:
+        return fail(f"'{path}': ran out of the memory allowed (--memory-gib {args.memory_gib:g}) while running")
     except (RuntimeError, ValueError) as err:
         return fail(f"loads, but does not run: {first_line(err)}")
 

@@ -146,9 +146,11 @@ def test_pruned_model_with_wrappers_exports_and_keeps_its_wrappers(trained, data
         assert 0.97 * keras_count <= stored <= keras_count
     assert report.works_by_default
     assert report.agreement["default"]["top1_agreement"] >= 0.95
-    # Dynamic-range weights in (16, 1) blocks: XNNPACK loads the sparse file but computes garbage.
+    # Dynamic-range weights in (16, 1) blocks: XNNPACK computes garbage on the sparse file (NaN, or now
+    # and then a crash while loading it: undefined behaviour, which the child process contains).
     [alternative] = report.alternatives
-    assert alternative["loads_default"] and not alternative["works_default"] and alternative["works_no_delegates"]
+    assert not alternative["works_default"] and alternative["works_no_delegates"], alternative["reason"]
+    assert "NaN or infinity" in alternative["reason"] or "crashed" in alternative["reason"]
     assert not report.sparse_encoded
 
 
@@ -243,7 +245,7 @@ def test_run_tflite_names_what_is_wrong(block_int8, tmp_path):
     with pytest.raises(FileNotFoundError, match="no file"):
         run_tflite(tmp_path / "none.tflite", None)
     (tmp_path / "junk.tflite").write_bytes(b"junk" * 10)
-    with pytest.raises(RuntimeError, match="run_tflite: the file does not load"):
+    with pytest.raises(FlatbufferError, match=r"run_tflite: '.*junk\.tflite' is not a readable \.tflite file"):
         run_tflite(tmp_path / "junk.tflite")
     assert len(run_tflite(block_int8.path, repeats=0).outputs[0]) == 1  # one random sample
 
@@ -404,10 +406,3 @@ def test_failed_verification_leaves_nothing_behind(trained, tmp_path, monkeypatc
     with pytest.raises(ExportError, match="does not work under any interpreter configuration"):
         to_tflite(trained, target, sparse=False)
     assert leftovers(tmp_path) == ["m.tflite"] and target.read_bytes() == b"previous version"
-
-
-def test_an_interpreter_that_crashes_while_preparing_is_reported_not_fatal(block_int8, monkeypatch):
-    # LiteRT can die with a signal instead of raising; the probe prepares the file in a child first.
-    monkeypatch.setattr(_runtime, "_PREPARE_IN_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
-    result = _runtime.probe(block_int8.path, "default", latency_runs=0)
-    assert not result.loads and "crashed (signal 11)" in result.error

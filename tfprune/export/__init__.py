@@ -198,7 +198,10 @@ def inspect_tflite(path, run=True, latency_runs=100):
     Reads tensors (shape, dtype, quantization, dense or sparse storage,
     nonzero count) and operators from the flatbuffer, then, with
     ``run=True``, loads the file under the default XNNPACK delegate and
-    without delegates, runs it on random inputs and times it.
+    without delegates, runs it on random inputs and times it. The file may
+    come from anywhere: it is loaded and run in a child process under a
+    memory limit and a timeout, so an interpreter that crashes or hangs on
+    it becomes that configuration's error in the report.
 
     Args:
         path: a ``.tflite`` file.
@@ -212,7 +215,9 @@ def inspect_tflite(path, run=True, latency_runs=100):
     Raises:
         FileNotFoundError: ``path`` does not exist.
         FlatbufferError: (a ``ValueError``) the file is not a TFLite
-            flatbuffer, or is truncated or corrupt.
+            flatbuffer, is truncated or corrupt, or declares a tensor of
+            more than ``MAX_TENSOR_BYTES`` (2 GiB); the message names the
+            file and the part that is wrong.
 
     Example:
 

@@ -17,6 +17,7 @@ each read, vtable, vector and string. A truncated or corrupt file raises
 import contextlib
 import dataclasses
 import importlib
+import math
 import struct
 
 import numpy as np
@@ -32,6 +33,14 @@ _NUMPY_TYPES = {
     "float32": "<f4", "float16": "<f2", "int32": "<i4", "uint8": "u1", "int64": "<i8", "bool": "u1",
     "int16": "<i2", "int8": "i1", "float64": "<f8", "uint64": "<u8", "uint32": "<u4", "uint16": "<u2",
 }
+# A tensor may declare at most this many bytes. The interpreter allocates every tensor a file declares,
+# so a corrupt shape such as [1, 0x7fffffff] would otherwise reserve many GiB before anything can
+# check it; no model a phone runs has a tensor near this size.
+MAX_TENSOR_BYTES = 2**31
+_ITEM_BYTES = {"float32": 4, "float16": 2, "int32": 4, "uint8": 1, "int64": 8, "bool": 1, "int16": 2, "int8": 1,
+               "float64": 8, "uint64": 8, "uint32": 4, "uint16": 2, "complex64": 8, "complex128": 16,
+               "int4": 1, "string": 1, "resource": 1, "variant": 1, "bfloat16": 2}
+
 # Errors the generated readers and numpy raise on bytes that are not what the schema says.
 _LOW_LEVEL = (struct.error, IndexError, ValueError, TypeError, OverflowError, AssertionError)
 
@@ -269,36 +278,58 @@ def _read_subgraph(index, sg, buffers, op_names, schema):
             if code >= len(op_names):
                 raise _Corrupt(f"it uses opcode {code}, but the model has {len(op_names)}")
             name, version = op_names[code]
-            operators.append(Operator(i, name, version, _array(op.InputsAsNumpy(), "<i4").tolist(),
-                                      _array(op.OutputsAsNumpy(), "<i4").tolist()))
+            ins, outs = _array(op.InputsAsNumpy(), "<i4").tolist(), _array(op.OutputsAsNumpy(), "<i4").tolist()
+            _check_indices(ins + outs, len(tensors), "its tensor indices", optional=True)
+            operators.append(Operator(i, name, version, ins, outs))
     with _section(where):
         inputs, outputs = _array(sg.InputsAsNumpy(), "<i4").tolist(), _array(sg.OutputsAsNumpy(), "<i4").tolist()
+        _check_indices(inputs + outputs, len(tensors), "its input and output tensors")
         return Subgraph(_text(sg.Name()), tensors, operators, inputs, outputs)
+
+
+def _check_indices(indices, count, what, optional=False):
+    bad = [i for i in indices if not (0 <= i < count or (optional and i == -1))]
+    if bad:
+        raise _Corrupt(f"{what} {bad[:5]} are not tensors of a subgraph with {count} tensors")
 
 
 def _read_tensor(index, t, buffers, dtypes, schema):
     shape = _array(t.ShapeAsNumpy(), "<i4").tolist()
     dtype = dtypes.get(t.Type(), f"type_{t.Type()}")
+    name = _text(t.Name())
+    _check_shape(name, shape, dtype)
     buffer_index = t.Buffer()
     raw = buffers[buffer_index] if buffer_index < len(buffers) else np.zeros(0, "u1")
     quantization = _read_quantization(_checked(t.Quantization()))
-    sparsity = _read_sparsity(_checked(t.Sparsity()), schema)
+    sparsity = _read_sparsity(_checked(t.Sparsity()), schema, len(shape))
     stored, nonzero = _count_values(raw, dtype, shape, quantization, sparsity is not None)
     return Tensor(
         index=index,
-        name=_text(t.Name()),
+        name=name,
         shape=shape,
         shape_signature=_array(t.ShapeSignatureAsNumpy(), "<i4").tolist() or shape,
         dtype=dtype,
         buffer=buffer_index,
         is_variable=bool(t.IsVariable()),
         data_bytes=int(raw.size),
-        elements=int(np.prod(shape)) if shape else 1,
+        elements=math.prod(shape),
         stored_values=stored,
         nonzero=nonzero,
         quantization=quantization,
         sparsity=sparsity,
     )
+
+
+def _check_shape(name, shape, dtype):
+    """Refuses a negative dimension, or a shape declaring more than ``MAX_TENSOR_BYTES``, before anything allocates."""
+    if any(d < 0 for d in shape):
+        raise _Corrupt(f"'{name}' has the shape {shape}: a stored shape has no negative dimension")
+    declared = math.prod(shape) * _ITEM_BYTES.get(dtype, 1)
+    if declared > MAX_TENSOR_BYTES:
+        raise _Corrupt(
+            f"'{name}' declares the shape {shape} ({dtype}), {declared:,} bytes: more than the "
+            f"{MAX_TENSOR_BYTES:,} bytes (MAX_TENSOR_BYTES) a tensor may have, so the file is not loaded"
+        )
 
 
 def _read_quantization(q):
@@ -314,7 +345,7 @@ def _read_quantization(q):
     }
 
 
-def _read_sparsity(s, schema):
+def _read_sparsity(s, schema, rank):
     if s is None:
         return None
     dims = []
@@ -325,11 +356,24 @@ def _read_sparsity(s, schema):
             entry["segments"] = _index_vector(d.ArraySegmentsType(), d.ArraySegments(), schema)
             entry["indices"] = _index_vector(d.ArrayIndicesType(), d.ArrayIndices(), schema)
         dims.append(entry)
-    return {
+    sparsity = {
         "traversal_order": _array(s.TraversalOrderAsNumpy(), "<i4").tolist(),
         "block_map": _array(s.BlockMapAsNumpy(), "<i4").tolist(),
         "dim_metadata": dims,
     }
+    _check_sparsity(sparsity, rank)
+    return sparsity
+
+
+def _check_sparsity(sparsity, rank):
+    """The invariants of TFLite's sparsity parameters that ``block_shape`` and readers rely on."""
+    order, block_map, dims = sparsity["traversal_order"], sparsity["block_map"], sparsity["dim_metadata"]
+    if len(dims) != len(order) or sorted(order) != list(range(len(order))):
+        raise _Corrupt(f"sparsity parameters: traversal order {order} is not a permutation of the "
+                       f"{len(dims)} stored dimensions")
+    if len(order) != rank + len(block_map) or any(not 0 <= b < rank for b in block_map):
+        raise _Corrupt(f"sparsity parameters: block map {block_map} does not fit a tensor of rank {rank} "
+                       f"traversed in {len(order)} dimensions")
 
 
 def _index_vector(kind, table, schema):

@@ -1,4 +1,4 @@
-"""Loads a ``.tflite`` file the way a phone does, runs it, and times it.
+"""Loads a ``.tflite`` file the way a phone does, runs it, and times it, in a child process.
 
 Two configurations are probed, because they are what an app can get:
 
@@ -9,6 +9,15 @@ Two configurations are probed, because they are what an app can get:
   (``OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES``). Some sparse
   encodings run only here.
 
+Every load, run and timing loop happens in a child process
+(``run_isolated``, running ``_interpreter.py``) under a memory limit and a
+timeout: LiteRT can crash, rather than raise, on a file it cannot handle
+(a corrupt sparse index vector makes ``invoke`` read out of bounds), and a
+file can declare tensors too big to allocate. Either must end the child
+with an error naming the file, never the user's Python process. The child
+imports only numpy and the interpreter, so it starts in a fraction of a
+second; ``benchmarks/bench_export_size.py`` measures what isolation costs.
+
 The interpreter comes from ``ai-edge-litert`` (the LiteRT runtime a phone
 ships); ``tf.lite.Interpreter`` is used only when that package is missing.
 Every run uses one thread so that latencies are comparable across machines
@@ -16,28 +25,35 @@ and between the two configurations.
 """
 
 import dataclasses
+import json
 import pathlib
-import re
+import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
-from tfprune._common.text import first_line
+from tfprune.export import _flatbuffer
+from tfprune.export._interpreter import (  # noqa: F401 - load/run: in-process use on trusted files (tests)
+    dequantize,
+    interpreter_api,
+    load,
+    quantize,
+    random_inputs,
+    run,
+)
 
 CONFIGURATIONS = ("default", "no_delegates")
 LABELS = {"default": "default (XNNPACK)", "no_delegates": "no delegates"}
 
-# Prepares a file in a child process. LiteRT can crash, rather than raise, while a delegate prepares
-# a file it cannot handle; the crash must not take the user's Python process (and model) with it.
-_PREPARE_IN_CHILD = """
-import sys
-from ai_edge_litert import interpreter as litert
-kind = getattr(litert.OpResolverType, sys.argv[2])
-litert.Interpreter(model_path=sys.argv[1], num_threads=1, experimental_op_resolver_type=kind).allocate_tensors()
-"""
+# The child may use this much memory beyond what the runtime's own libraries take, plus a few times
+# the file (the interpreter maps it and XNNPACK packs a copy of the weights).
+MEMORY_BYTES = 4 * 2**30
+MEMORY_PER_FILE_BYTE = 4
+# A file that takes longer than this to load, run and time is reported as hanging.
+TIMEOUT_S = 600
+_CHILD = pathlib.Path(__file__).with_name("_interpreter.py")
 
 
 @dataclasses.dataclass
@@ -115,7 +131,10 @@ def run_tflite(model, samples=None, *, delegates=True, repeats=100, num_threads=
         A ``TFLiteRun`` with ``.outputs`` and ``.latency_ms``.
 
     Raises:
-        RuntimeError: the file does not load or run in this configuration.
+        RuntimeError: the file does not load or run in this configuration
+            (it runs in a child process: a crash of the interpreter is this
+            error, naming the signal).
+        FlatbufferError: the file is not a readable ``.tflite`` file.
         ValueError: ``samples`` do not fit the file's inputs.
 
     Example:
@@ -134,30 +153,41 @@ def run_tflite(model, samples=None, *, delegates=True, repeats=100, num_threads=
         raise ValueError(f"run_tflite: `repeats` must be a non-negative integer. Received: {repeats!r}.")
     configuration = "default" if delegates else "no_delegates"
     with _as_file(model) as path:
-        try:
-            interpreter = load(path, configuration, num_threads=num_threads)
-        except RuntimeError as err:
-            raise RuntimeError(f"run_tflite: the file does not load ({LABELS[configuration]}): {err}") from None
-        details = interpreter.get_input_details()
-        samples = random_inputs(details) if samples is None else _sample_list(samples, details)
-        try:
-            outputs = run(interpreter, samples)
-            latency, count = _time_invokes(interpreter, repeats, budget_s=float("inf"))
-        except RuntimeError as err:
-            raise RuntimeError(f"run_tflite: the file loads, but fails to run: {_first_line(err)}") from None
-    return TFLiteRun(outputs, latency, count, configuration, interpreter_api()[2])
+        label = "the model (given as bytes)" if isinstance(model, (bytes, bytearray, memoryview)) else f"'{path}'"
+        inputs = _declared_inputs(path, label)
+        if samples is not None:
+            samples = _sample_list(samples, inputs)
+        outcome = run_isolated(path, configuration, samples, latency_runs=repeats, num_threads=num_threads)
+    if not outcome["loads"]:
+        raise RuntimeError(f"run_tflite: {label} does not load ({LABELS[configuration]}): {outcome['error']}")
+    if outcome["error"]:
+        raise RuntimeError(f"run_tflite: {label} loads, but fails to run: {outcome['error']}")
+    return TFLiteRun(outcome["outputs"], outcome["latency_ms"], outcome["invokes"], configuration,
+                     interpreter_api()[2])
 
 
-def _sample_list(samples, details):
+def _declared_inputs(path, label):
+    """``[(name, shape)]`` of the file's inputs, read from the flatbuffer (no interpreter involved)."""
+    try:
+        info = _flatbuffer.read_model(pathlib.Path(path).read_bytes())
+    except _flatbuffer.FlatbufferError as err:
+        raise _flatbuffer.FlatbufferError(f"run_tflite: {label} is not a readable .tflite file: {err}") from None
+    graph = info.subgraphs[0] if info.subgraphs else None
+    if graph is None:
+        raise _flatbuffer.FlatbufferError(f"run_tflite: {label} has no subgraph to run.")
+    return [(graph.tensors[i].name, graph.tensors[i].shape) for i in graph.inputs]
+
+
+def _sample_list(samples, inputs):
     arrays = list(samples) if isinstance(samples, (list, tuple)) else [samples]
-    if len(arrays) != len(details):
-        raise ValueError(f"run_tflite: got {len(arrays)} input array(s), but the file has {len(details)} input(s).")
+    if len(arrays) != len(inputs):
+        raise ValueError(f"run_tflite: got {len(arrays)} input array(s), but the file has {len(inputs)} input(s).")
     checked = []
-    for array, detail in zip(arrays, details):
+    for array, (name, shape) in zip(arrays, inputs):
         array = np.asarray(array)
-        expected = tuple(int(d) for d in detail["shape"][1:])
+        expected = tuple(int(d) for d in shape[1:])
         if array.ndim != len(expected) + 1 or tuple(array.shape[1:]) != expected or not len(array):
-            raise ValueError(f"run_tflite: input '{detail['name']}' has shape {array.shape}; expected "
+            raise ValueError(f"run_tflite: input '{name}' has shape {array.shape}; expected "
                              f"(n, {', '.join(map(str, expected))}) with n >= 1 samples.")
         checked.append(array)
     if len({len(a) for a in checked}) > 1:
@@ -188,46 +218,6 @@ class _as_file:
             self.tmp.unlink(missing_ok=True)
 
 
-def interpreter_api():
-    """``(Interpreter, OpResolverType, description)`` of the runtime in use."""
-    try:
-        from ai_edge_litert import interpreter as litert
-        from importlib.metadata import version
-
-        return litert.Interpreter, litert.OpResolverType, f"ai-edge-litert {version('ai-edge-litert')}"
-    except ImportError:
-        import tensorflow as tf
-
-        return tf.lite.Interpreter, tf.lite.experimental.OpResolverType, f"tf.lite {tf.__version__}"
-
-
-def load(path, configuration, num_threads=1):
-    """An allocated interpreter for ``path``; raises ``RuntimeError`` if it cannot load."""
-    interpreter_class, resolver, runtime = interpreter_api()
-    kind = resolver.AUTO if configuration == "default" else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    if runtime.startswith("ai-edge-litert"):
-        crash = _crash_while_preparing(path, kind.name)
-        if crash:
-            raise RuntimeError(crash)
-    try:
-        interpreter = interpreter_class(
-            model_path=str(path), num_threads=num_threads, experimental_op_resolver_type=kind
-        )
-        interpreter.allocate_tensors()
-    except (RuntimeError, ValueError) as err:
-        raise RuntimeError(_first_line(err)) from None
-    return interpreter
-
-
-def _crash_while_preparing(path, resolver_name):
-    """A message if preparing ``path`` with ai-edge-litert kills a child process; ``None`` if it does not."""
-    child = subprocess.run([sys.executable, "-c", _PREPARE_IN_CHILD, str(path), resolver_name],
-                           capture_output=True, timeout=300)
-    if child.returncode < 0:
-        return f"the interpreter crashed (signal {-child.returncode}) while preparing the file"
-    return None  # loaded, or raised: the load in this process reports the error itself
-
-
 def probe(path, configuration, samples=None, names=None, latency_runs=100, latency_budget_s=2.0, seed=0):
     """Loads ``path`` in ``configuration``, runs ``samples`` and times invokes.
 
@@ -243,118 +233,80 @@ def probe(path, configuration, samples=None, names=None, latency_runs=100, laten
     Returns:
         A ``RunResult``; ``loads`` is False when loading or running failed.
     """
-    try:
-        interpreter = load(path, configuration)
-    except RuntimeError as err:
-        return RunResult(configuration, loads=False, error=str(err))
-    order = signature_order(interpreter, *names) if names else (None, None)
-    if samples is None:
-        samples = random_inputs(interpreter.get_input_details(), seed)
-    try:
-        outputs = run(interpreter, samples, *order)
-        latency, count = _time_invokes(interpreter, latency_runs, latency_budget_s)
-    except (RuntimeError, ValueError) as err:
-        return RunResult(configuration, loads=False, error=f"loads, but fails to run: {_first_line(err)}")
+    outcome = run_isolated(path, configuration, samples, names, latency_runs, latency_budget_s, seed)
+    if not outcome["loads"]:
+        return RunResult(configuration, loads=False, error=outcome["error"])
+    if outcome["error"]:
+        return RunResult(configuration, loads=False, error=f"loads, but fails to run: {outcome['error']}")
     result = RunResult(
-        configuration, loads=True, latency_ms=latency, invokes=count,
-        delegate_partitions=_delegate_partitions(interpreter), outputs=outputs,
+        configuration, loads=True, latency_ms=outcome["latency_ms"], invokes=outcome["invokes"],
+        delegate_partitions=outcome["delegate_partitions"], outputs=outcome["outputs"],
     )
-    if not all(np.all(np.isfinite(y)) for y in outputs):
+    if not all(np.all(np.isfinite(y)) for y in result.outputs):
         result.mark_wrong("NaN or infinity")
     return result
 
 
-def signature_order(interpreter, input_names, output_names):
-    """Tensor indices of the named signature inputs and outputs, or ``(None, None)`` if unnamed."""
-    try:
-        runner = interpreter.get_signature_runner()
-        ins, outs = runner.get_input_details(), runner.get_output_details()
-        return [ins[n]["index"] for n in input_names], [outs[n]["index"] for n in output_names]
-    except Exception:  # noqa: BLE001 - no signature: fall back to the file's order
-        return None, None
+def run_isolated(path, configuration, samples=None, names=None, latency_runs=0, budget_s=float("inf"), seed=0,
+                 num_threads=1):
+    """Loads, runs and times ``path`` in a child process; what happened, as a dict.
+
+    Returns:
+        ``{"loads", "error", "outputs", "latency_ms", "invokes", "delegate_partitions"}``:
+        ``loads`` False with ``error`` when the file did not load; ``loads``
+        True with ``error`` when it loaded but failed to run. A crash, a
+        runaway allocation or a hang of the child is such an error, naming
+        the signal and the stage it reached.
+    """
+    outcome = {"loads": False, "error": None, "outputs": None, "latency_ms": None, "invokes": 0,
+               "delegate_partitions": None}
+    size = pathlib.Path(path).stat().st_size
+    with tempfile.TemporaryDirectory(prefix="tfprune_probe_") as folder:
+        folder = pathlib.Path(folder)
+        if samples is not None:
+            np.savez(folder / "samples.npz", **{f"input_{i}": np.asarray(s) for i, s in enumerate(samples)})
+        request = {
+            "path": str(path), "configuration": configuration, "names": names, "seed": seed,
+            "samples": str(folder / "samples.npz") if samples is not None else None,
+            "latency_runs": int(latency_runs), "budget_s": budget_s if budget_s != float("inf") else 1e30,
+            "num_threads": int(num_threads), "memory_bytes": MEMORY_BYTES + MEMORY_PER_FILE_BYTE * size,
+            "result": str(folder),
+        }
+        (folder / "request.json").write_text(json.dumps(request))
+        try:
+            child = subprocess.run([sys.executable, str(_CHILD), str(folder / "request.json")],
+                                   capture_output=True, timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return dict(outcome, error=f"the interpreter did not finish within {TIMEOUT_S} s while "
+                                       f"{_stage(folder)} the file; it may hang on it")
+        reported = folder / "result.json"
+        if child.returncode != 0 or not reported.exists():
+            return dict(outcome, loads=_stage(folder) not in ("loading", "starting"),
+                        error=_death(child, _stage(folder), request["memory_bytes"]))
+        outcome.update(json.loads(reported.read_text()))
+        if outcome["loads"] and not outcome.get("error"):
+            with np.load(folder / "outputs.npz", allow_pickle=False) as stored:
+                outcome["outputs"] = [stored[f"output_{i}"] for i in range(len(stored.files))]
+    outcome.setdefault("error", None)
+    return outcome
 
 
-def run(interpreter, samples, input_indices=None, output_indices=None):
-    """Runs each sample (batch of one, as on a phone); returns float outputs stacked per output."""
-    inputs = _in_order(interpreter.get_input_details(), input_indices)
-    outputs = _in_order(interpreter.get_output_details(), output_indices)
-    count = len(samples[0])
-    results = [[] for _ in outputs]
-    for i in range(count):
-        # A fused LSTM keeps its state in variable tensors between invokes;
-        # every sample starts a new sequence, as Keras's predict does.
-        interpreter.reset_all_variables()
-        for detail, values in zip(inputs, samples):
-            interpreter.set_tensor(detail["index"], quantize(values[i : i + 1], detail))
-        interpreter.invoke()
-        for k, detail in enumerate(outputs):
-            results[k].append(dequantize(interpreter.get_tensor(detail["index"]), detail))
-    return [np.concatenate(r, axis=0) for r in results]
+def _stage(folder):
+    marker = folder / "stage"
+    return marker.read_text() if marker.exists() else "starting"
 
 
-def _in_order(details, indices):
-    if indices is None:
-        return details
-    by_index = {d["index"]: d for d in details}
-    return [by_index[i] for i in indices]
-
-
-def quantize(values, detail):
-    """Real values to what the input tensor holds: ``q = round(x / scale) + zero_point``."""
-    dtype = detail["dtype"]
-    values = np.asarray(values).reshape(detail["shape"])
-    scale, zero_point = detail["quantization"]
-    if np.issubdtype(dtype, np.integer) and scale:
-        info = np.iinfo(dtype)
-        return np.clip(np.round(values / scale) + zero_point, info.min, info.max).astype(dtype)
-    return values.astype(dtype)
-
-
-def dequantize(values, detail):
-    """What an output tensor holds to real values: ``x = (q - zero_point) * scale``."""
-    scale, zero_point = detail["quantization"]
-    if np.issubdtype(values.dtype, np.integer) and scale:
-        return (values.astype(np.float32) - zero_point) * scale
-    return values.astype(np.float32)
-
-
-def random_inputs(details, seed=0, count=1):
-    """Inputs in [0, 1) for float tensors and small non-negative integers otherwise."""
-    rng = np.random.default_rng(seed)
-    samples = []
-    for detail in details:
-        shape = (count,) + tuple(int(d) for d in detail["shape"][1:])
-        scale, zero_point = detail["quantization"]
-        if np.issubdtype(detail["dtype"], np.floating) or scale:
-            samples.append(rng.random(shape, dtype=np.float32))
-        else:
-            samples.append(rng.integers(0, 2, shape).astype(detail["dtype"]))
-    return samples
-
-
-def _time_invokes(interpreter, runs, budget_s):
-    if runs <= 0:
-        return None, 0
-    interpreter.invoke()  # warm-up: first invoke packs weights, allocates scratch
-    times = []
-    deadline = time.perf_counter() + budget_s
-    for _ in range(runs):
-        start = time.perf_counter()
-        interpreter.invoke()
-        times.append(time.perf_counter() - start)
-        if start > deadline and len(times) >= 10:
-            break
-    return float(np.median(times) * 1e3), len(times)
-
-
-def _delegate_partitions(interpreter):
-    # Private API, present in ai-edge-litert and tf.lite alike; it only adds detail.
-    try:
-        return sum(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def _first_line(err):
-    # The C++ reporter runs messages together: "...node #2failed to delegate ...node #5Node number 8 (...)".
-    return re.sub(r"(\S)(Node number|failed to delegate)", r"\1; \2", first_line(err, default=type(err).__name__))
+def _death(child, stage, memory_bytes):
+    """Why the child ended without a result, in one line."""
+    if child.returncode < 0:
+        number = -child.returncode
+        try:
+            name = f", {signal.Signals(number).name}"
+        except ValueError:
+            name = ""
+        memory = (f"; it may have run out of the {memory_bytes / 2**30:.3g} GiB it may use"
+                  if number == signal.SIGABRT else "")
+        return f"the interpreter crashed (signal {number}{name}) while {stage} the file{memory}"
+    lines = [line.strip() for line in child.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+    last = lines[-1] if lines else "no message"
+    return f"the interpreter process failed (exit status {child.returncode}) while {stage} the file: {last}"
