@@ -93,10 +93,26 @@ class LotteryHistory:
         return "\n".join(lines)
 
     def get_config(self):
+        """``{"rounds": [...]}``: the history as plain JSON-ready values (what ``lottery.json`` stores).
+
+        Example:
+
+        ```python
+        json.dumps(history.get_config())
+        ```
+        """
         return {"rounds": [dict(row) for row in self.rounds]}
 
     @classmethod
     def from_config(cls, config):
+        """The history ``get_config`` described.
+
+        Example:
+
+        ```python
+        again = LotteryHistory.from_config(history.get_config())
+        ```
+        """
         return cls(config["rounds"])
 
 
@@ -217,7 +233,14 @@ class LotteryTicket:
     # -- the settings a run is identified by ---------------------------------
 
     def get_config(self):
-        """The driver's settings (the model is not part of them)."""
+        """The driver's settings (the model is not part of them), as saved in ``lottery.json``.
+
+        Example:
+
+        ```python
+        print(ticket.get_config()["prune_fraction"])
+        ```
+        """
         return {"prune_fraction": self.prune_fraction, "rounds": self.rounds, "rewind_step": self.rewind_step,
                 "granularity": self.granularity, "output_fraction": self.output_fraction,
                 "reinitialize": self.reinitialize, "seed": self.seed,
