@@ -75,7 +75,7 @@ def test_fraction_remaining_is_a_power_of_the_kept_fraction_per_layer():
 
 
 def test_global_granularity_prunes_the_fraction_of_all_remaining_weights():
-    ticket = LotteryTicket(_model(), prune_fraction=0.5, rounds=2, granularity="global")
+    ticket = LotteryTicket(_model(), prune_fraction=0.5, rounds=1, granularity="global")
     ticket.run(Recorder())
     total = sum(m.size for m in ticket.masks(0).values())
     assert sum(m.sum() for m in ticket.masks(1).values()) == mask_maths.keep_count(total, 0.5)
@@ -131,11 +131,10 @@ def _rewound_copy(model):
 def test_reinitialize_trains_the_same_masks_from_other_values():
     model = _model()
     recorder = Recorder()
-    history = LotteryTicket(model, prune_fraction=0.3, rounds=2, reinitialize=True).run(recorder, _accuracy)
-    # Calls: dense, ticket 1, control 1, ticket 2, control 2.
-    assert recorder.calls == 5
+    history = LotteryTicket(model, prune_fraction=0.3, rounds=1, reinitialize=True).run(recorder, _accuracy)
+    assert recorder.calls == 3  # dense, ticket 1, control 1
     initial = {label: np.array(w) for label, w in prunable_weights(model).items()}
-    for ticket_call, control_call in ((1, 2), (3, 4)):
+    for ticket_call, control_call in ((1, 2),):
         for label in initial:
             np.testing.assert_array_equal(recorder.masks[control_call][label], recorder.masks[ticket_call][label])
             kept = recorder.masks[control_call][label] == 1
