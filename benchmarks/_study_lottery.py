@@ -20,7 +20,6 @@ import tempfile
 import time
 
 import keras
-import numpy as np
 
 from _lenet import error_percent, lenet_300_100, load_mnist
 from tfprune._pruning.lottery import LotteryTicket

@@ -34,7 +34,7 @@ from tfprune._pruning import masks as mask_maths
 from tfprune._pruning.api import check_model, pruning_wrappers, strip_pruning
 from tfprune._pruning.base import NO_CALLBACK
 from tfprune._pruning.callbacks import UpdatePruningStep
-from tfprune._pruning.fixed_masks import masks_of, prunable_weights, prune_with_masks
+from tfprune._pruning.fixed_masks import prunable_weights, prune_with_masks
 
 _FORMAT = "tfprune.lottery/1"
 _STATE = "lottery.json"
