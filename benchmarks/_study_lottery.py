@@ -22,7 +22,7 @@ import time
 import keras
 
 from _lenet import error_percent, lenet_300_100, load_mnist
-from tfprune._pruning.lottery import LotteryTicket
+from tfprune import LotteryTicket
 
 TITLE = "Lottery tickets: LeNet-300-100, iterative magnitude pruning with rewinding to initialisation"
 MINUTES = 15

@@ -8,7 +8,7 @@ import pytest
 
 from tfprune._pruning import masks as mask_maths
 from tfprune._pruning.fixed_masks import masks_of, prunable_weights
-from tfprune._pruning.lottery import LotteryHistory, LotteryTicket
+from tfprune import LotteryHistory, LotteryTicket
 
 STEPS = 4  # batches per training: 32 samples, batch 16, 2 epochs
 

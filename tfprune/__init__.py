@@ -57,6 +57,8 @@ from tfprune._pruning import (  # the user-facing names of the pruning package's
     prune_with_masks,
     sparsity_report,
     strip_pruning,
+    LotteryHistory,
+    LotteryTicket,
 )
 
 # Subpackages, reachable as tfprune.export.to_tflite, tfprune.structured.prune, ...
@@ -87,4 +89,6 @@ __all__ = [
     "prune_with_masks",
     "sparsity_report",
     "strip_pruning",
+    "LotteryHistory",
+    "LotteryTicket",
 ]

@@ -17,6 +17,7 @@ from tfprune._pruning.api import (
 )
 from tfprune._pruning.callbacks import PruningSummaries, UpdatePruningStep
 from tfprune._pruning.fixed_masks import KeepMasks, masks_of, prunable_weights, prune_with_masks
+from tfprune._pruning.lottery import LotteryHistory, LotteryTicket
 from tfprune._pruning.history import SparsityHistory
 from tfprune._pruning.registry import PrunableLayer
 from tfprune._pruning.report import SparsityReport, sparsity_report
@@ -54,4 +55,6 @@ __all__ = [
     "pruning_wrappers",
     "sparsity_report",
     "strip_pruning",
+    "LotteryHistory",
+    "LotteryTicket",
 ]
