@@ -16,6 +16,7 @@ weights nor its BatchNormalization statistics or dropout seeds change (SynFlow
 takes absolute values of a copy, never of the model's variables).
 """
 
+import inspect
 import warnings
 
 import keras
@@ -346,6 +347,8 @@ class _Stateless:
             raise ValueError(f"{caller}: the weights {list_names(missing)} are not variables of model "
                              f"'{model.name}' itself, so they cannot be scored.")
         self.slots = {label: index[id(w)] for label, w in weights.items()}
+        parameters = inspect.signature(model.call).parameters.values()
+        self.takes_training = any(p.name == "training" or p.kind is p.VAR_KEYWORD for p in parameters)
 
     def values(self):
         return [tf.identity(tf.convert_to_tensor(v.value)) for v in self.variables]
@@ -355,7 +358,8 @@ class _Stateless:
 
     def call(self, values, x, training):
         n = len(self.trainable)
-        outputs, _ = self.model.stateless_call(values[:n], values[n:], x, training=training)
+        kwargs = {"training": training} if self.takes_training else {}
+        outputs, _ = self.model.stateless_call(values[:n], values[n:], x, **kwargs)
         return outputs
 
     def _loss(self, values, x, y, loss_fn, temperature, training):
