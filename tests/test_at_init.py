@@ -308,3 +308,12 @@ def test_unbuilt_model_and_token_inputs_are_refused():
                                keras.layers.Flatten(), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="integer inputs"):
         synflow_masks(tokens, 0.5)
+
+
+def test_synflow_on_inputs_of_unknown_length_needs_input_shape():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((None, 3)), keras.layers.Dense(4, name="d"),
+                              keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2, name="o")])
+    with pytest.raises(ValueError, match="unknown size.*input_shape="):
+        synflow_masks(model, 0.5)
+    assert _kept(synflow_masks(model, 0.5, iterations=2, input_shape=(5, 3))) == 10

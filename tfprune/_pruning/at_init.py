@@ -470,8 +470,9 @@ def _batches(data, batches, caller):
             if len(pieces) == batches:
                 break
             if not isinstance(element, (tuple, list)) or len(element) != 2:
+                parts = f" with {len(element)} parts" if isinstance(element, (tuple, list)) else ""
                 raise ValueError(f"{caller}: each batch of `data` must be (x, y). Received an element of type "
-                                 f"{type(element).__name__}{f' with {len(element)} parts' if isinstance(element, (tuple, list)) else ''}.")
+                                 f"{type(element).__name__}{parts}.")
             pieces.append(tuple(element))
         if len(pieces) < batches:
             raise ValueError(f"{caller}: `data` gave {len(pieces)} batches; batches={batches} were asked for.")
@@ -492,10 +493,11 @@ def _ones_input(model, input_shape, caller):
         if integer:
             raise ValueError(f"{caller}: model '{model.name}' takes integer inputs {integer} (token ids); SynFlow's "
                              "all-ones input describes real-valued inputs only.")
-        ones = [tf.ones((1,) + tuple(t.shape[1:]), t.dtype) for t in inputs]
         if any(d is None for t in inputs for d in t.shape[1:]):
-            raise ValueError(f"{caller}: model '{model.name}' has inputs of unknown size {[tuple(t.shape) for t in inputs]};"
-                             " pass input_shape=, the shape of one example without the batch dimension.")
+            raise ValueError(f"{caller}: model '{model.name}' has inputs of unknown size "
+                             f"{[tuple(t.shape) for t in inputs]}; pass input_shape=, the shape of one example "
+                             "without the batch dimension.")
+        ones = [tf.ones((1,) + tuple(t.shape[1:]), t.dtype) for t in inputs]
         return ones[0] if len(ones) == 1 else ones
     several = isinstance(input_shape, list) and input_shape and isinstance(input_shape[0], (tuple, list))
     shapes = input_shape if several else [input_shape]
@@ -521,7 +523,8 @@ def _float64_copy(model, caller):
                           for w in model.get_weights()])
     except Exception as error:
         raise ValueError(f"{caller}: dtype='float64' needs a Sequential or Functional model of Keras layers that "
-                         f"keras.models.clone_model can copy; copying '{model.name}' failed: {first_line(error)}") from error
+                         f"keras.models.clone_model can copy; copying '{model.name}' failed: "
+                         f"{first_line(error)}") from error
     if list(prunable_weights(copy)) != list(prunable_weights(model)):
         raise ValueError(f"{caller}: the float64 copy of '{model.name}' does not have the same prunable weights; "
                          "use dtype=None.")
