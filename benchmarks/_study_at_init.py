@@ -45,7 +45,7 @@ from tfprune._pruning.fixed_masks import prunable_weights, prune_with_masks  # n
 from tfprune._pruning.masks import magnitude_masks  # noqa: E402
 
 TITLE = "Pruning at initialisation: SNIP, GraSP, SynFlow and random on LeNet-300-100 and LeNet-5-Caffe"
-MINUTES = 14  # on 2 quiet cores; about three times that on the shared machine
+MINUTES = 15  # estimate on 2 quiet cores; the measured full run took 41.9 min on the shared, loaded machine
 IMAGE = ROOT / "docs" / "images" / "at_init.png"
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 BATCH = 100
