@@ -40,8 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 import tfprune  # noqa: E402
 from _lenet import error_percent, lenet5_caffe, lenet_300_100, load_mnist  # noqa: E402
-from tfprune._pruning.at_init import grasp_masks, snip_masks, synflow_masks  # noqa: E402
-from tfprune._pruning.fixed_masks import prunable_weights, prune_with_masks  # noqa: E402
+from tfprune import grasp_masks, prunable_weights, prune_with_masks, snip_masks, synflow_masks  # noqa: E402
 from tfprune._pruning.masks import magnitude_masks  # noqa: E402
 
 TITLE = "Pruning at initialisation: SNIP, GraSP, SynFlow and random on LeNet-300-100 and LeNet-5-Caffe"

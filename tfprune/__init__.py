@@ -59,6 +59,9 @@ from tfprune._pruning import (  # the user-facing names of the pruning package's
     strip_pruning,
     LotteryHistory,
     LotteryTicket,
+    grasp_masks,
+    snip_masks,
+    synflow_masks,
 )
 
 # Subpackages, reachable as tfprune.export.to_tflite, tfprune.structured.prune, ...
@@ -91,4 +94,7 @@ __all__ = [
     "strip_pruning",
     "LotteryHistory",
     "LotteryTicket",
+    "grasp_masks",
+    "snip_masks",
+    "synflow_masks",
 ]

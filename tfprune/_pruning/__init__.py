@@ -18,6 +18,7 @@ from tfprune._pruning.api import (
 from tfprune._pruning.callbacks import PruningSummaries, UpdatePruningStep
 from tfprune._pruning.fixed_masks import KeepMasks, masks_of, prunable_weights, prune_with_masks
 from tfprune._pruning.lottery import LotteryHistory, LotteryTicket
+from tfprune._pruning.at_init import grasp_masks, snip_masks, synflow_masks
 from tfprune._pruning.history import SparsityHistory
 from tfprune._pruning.registry import PrunableLayer
 from tfprune._pruning.report import SparsityReport, sparsity_report
@@ -57,4 +58,7 @@ __all__ = [
     "strip_pruning",
     "LotteryHistory",
     "LotteryTicket",
+    "grasp_masks",
+    "snip_masks",
+    "synflow_masks",
 ]
