@@ -143,6 +143,10 @@ class DynamicSparseTraining(UpdatePruningStep):
         decay: ``"constant"`` or ``"cosine"``.
         seed: an integer keying every random draw, with the step.
 
+    Attributes:
+        updates: how many mask updates this callback has made (counted per
+            callback, not saved with the model).
+
     Raises:
         ValueError: an argument out of range; when training starts, a model not
             made by ``random_masks`` and ``prune_with_masks``, or
