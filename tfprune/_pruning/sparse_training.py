@@ -155,9 +155,11 @@ class DynamicSparseTraining(UpdatePruningStep):
     Example:
 
     ```python
-    class GrowLargestWeights(tfprune.DynamicSparseTraining):
-        def grow_scores(self, step, weights):
-            return [np.ones(w.shape) for w in weights]   # any score; the ties break deterministically
+    class GrowFirstFree(tfprune.DynamicSparseTraining):
+        def grow_scores(self, step, weights):  # the first free positions, in memory order
+            return [-np.arange(np.prod(w.shape), dtype=float).reshape(w.shape) for w in weights]
+
+    sparse.fit(x, y, callbacks=[GrowFirstFree(drop_fraction=0.2, update_every=50)])
     ```
     """
 
