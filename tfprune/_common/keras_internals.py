@@ -18,6 +18,7 @@ __all__ = [
     "is_functional",
     "keras_op_classes",
     "nodes_by_depth",
+    "optimizer_slots",
     "outputs_struct",
     "replace_sublayer",
     "sequential_functional",
@@ -132,3 +133,16 @@ def keras_op_classes(*names):
                 found.append(cls)
                 break
     return tuple(found)
+
+
+def optimizer_slots(optimizer, variable):
+    """The optimizer's variables kept for ``variable`` (SGD's momentum, Adam's two moments, ...).
+
+    Keras 3 names them ``<variable path with '/' as '_'>_<slot>`` (``add_variable_from_reference``)
+    and gives them the variable's shape; no public API maps a variable to them. Empty before the
+    optimizer is built.
+    """
+    prefix = variable.path.replace("/", "_") + "_"
+    shape = tuple(variable.shape)
+    return [slot for slot in optimizer.variables
+            if slot.name.startswith(prefix) and tuple(slot.shape) == shape and slot is not variable]
