@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE.parent))
 import tfprune  # noqa: E402
 from _lenet import error_percent, lenet_300_100, load_mnist  # noqa: E402
 from _sections import ROOT  # noqa: E402
-from tfprune._pruning.sparse_training import SET, RigL, random_masks  # noqa: E402
+from tfprune import SET, RigL, random_masks  # noqa: E402
 
 TITLE = "Dynamic sparse training: SET and RigL against magnitude pruning (LeNet-300-100)"
 MINUTES = 15

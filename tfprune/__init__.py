@@ -62,6 +62,10 @@ from tfprune._pruning import (  # the user-facing names of the pruning package's
     grasp_masks,
     snip_masks,
     synflow_masks,
+    DynamicSparseTraining,
+    RigL,
+    SET,
+    random_masks,
 )
 
 # Subpackages, reachable as tfprune.export.to_tflite, tfprune.structured.prune, ...
@@ -97,4 +101,8 @@ __all__ = [
     "grasp_masks",
     "snip_masks",
     "synflow_masks",
+    "DynamicSparseTraining",
+    "RigL",
+    "SET",
+    "random_masks",
 ]

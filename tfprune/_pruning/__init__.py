@@ -19,6 +19,7 @@ from tfprune._pruning.callbacks import PruningSummaries, UpdatePruningStep
 from tfprune._pruning.fixed_masks import KeepMasks, masks_of, prunable_weights, prune_with_masks
 from tfprune._pruning.lottery import LotteryHistory, LotteryTicket
 from tfprune._pruning.at_init import grasp_masks, snip_masks, synflow_masks
+from tfprune._pruning.sparse_training import DynamicSparseTraining, RigL, SET, random_masks
 from tfprune._pruning.history import SparsityHistory
 from tfprune._pruning.registry import PrunableLayer
 from tfprune._pruning.report import SparsityReport, sparsity_report
@@ -61,4 +62,8 @@ __all__ = [
     "grasp_masks",
     "snip_masks",
     "synflow_masks",
+    "DynamicSparseTraining",
+    "RigL",
+    "SET",
+    "random_masks",
 ]
