@@ -236,6 +236,9 @@ def test_a_layer_pruned_to_almost_nothing_is_named_in_a_warning():
                                                   granularity="global"))
     with pytest.warns(RuntimeWarning, match=r"'tiny/kernel' keeps 0 of its 400 weights.*min_density"):
         _fit(pruned)
+    report = tfprune.sparsity_report(tfprune.strip_pruning(pruned))
+    assert [r["layer"] for r in report.nearly_empty] == ["tiny"]
+    assert "note: tiny kernel keeps 0 of 400 weights" in str(report)
     pruned = _compile(tfprune.prune_low_magnitude(model, tfprune.ConstantSparsity(0.9, 0, frequency=4),
                                                   granularity="lamp"))
     with warnings.catch_warnings():
