@@ -26,8 +26,10 @@ def test_mnist_magnitude_quick(tmp_path, data_dir):
     names = [name for name, _ in results]
     assert names == ["baseline", "pruned 80%", "pruned 90%"]
     for (name, model), target in zip(results[1:], (0.8, 0.9)):
-        rows = tfprune.sparsity_report(model).rows
-        assert all(abs(r["sparsity"] - target) <= 1 / r["params"] + 1e-9 for r in rows), name
+        rows = tfprune.sparsity_report(model).rows  # LAMP: the target is over the four kernels together
+        total = sum(r["params"] for r in rows)
+        assert abs(sum(r["nonzero"] for r in rows) - (1 - target) * total) <= 2, name
+        assert len({round(r["sparsity"], 3) for r in rows}) > 1, name
     assert (tmp_path / "mnist_pruned_int8.tflite").stat().st_size > 0
     pngs = {p.name for p in tmp_path.glob("*.png")}
     assert pngs == {"schedule_80.png", "schedule_90.png", "sparsity.png", "weights.png"}

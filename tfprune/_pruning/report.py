@@ -8,6 +8,7 @@ import numpy as np
 from tfprune._common.layers import walk_layers
 from tfprune._common.text import format_table
 from tfprune._pruning import registry
+from tfprune._pruning.allocation import nearly_empty
 from tfprune._pruning.base import PruningWrapper, masked_value
 
 
@@ -33,6 +34,11 @@ class SparsityReport:
         self.rows = rows
         self.total_params = total_params
         self.total_nonzero = total_nonzero
+
+    @property
+    def nearly_empty(self):
+        """The rows of weights pruned to almost nothing (under 1% kept, or under 8 weights and 10%)."""
+        return [r for r in self.rows if nearly_empty(r["nonzero"], r["params"])]
 
     @property
     def total_sparsity(self):
@@ -61,7 +67,10 @@ class SparsityReport:
                       f"{self.total_sparsity:.2%}"))
         table = format_table(header, lines, right={4, 5, 6})
         # The totals line sits under a second rule.
-        return "\n".join([f"Sparsity of '{self.model_name}'"] + table[:-1] + [table[1], table[-1]])
+        notes = [f"note: {r['layer']} {r['weight']} keeps {r['nonzero']:,} of {r['params']:,} weights: pruned to almost "
+                 "nothing. Keep it denser with granularity=tfprune.LAMP(min_density=0.05), dense_layers=[...] or "
+                 "keep_first_last=True (docs/howto/allocation.md)." for r in self.nearly_empty]
+        return "\n".join([f"Sparsity of '{self.model_name}'"] + table[:-1] + [table[1], table[-1]] + notes)
 
     def __repr__(self):
         return f"<SparsityReport '{self.model_name}': {len(self.rows)} weights, {self.total_sparsity:.2%} sparse>"

@@ -19,12 +19,13 @@ import collections
 import keras
 import numpy as np
 
+from tfprune._pruning import allocation as allocation_lib
 from tfprune._pruning import masks as mask_lib
 from tfprune._pruning import registry
 from tfprune._pruning.base import _PACKAGE, PruningWrapper, _positional
 from tfprune._pruning.schedules import ConstantSparsity, PruningSchedule, check_saveable
 
-GRANULARITIES = ("layer", "global")
+GRANULARITIES = tuple(allocation_lib.ALLOCATIONS)  # "layer", "global", "lamp", "erk"
 POOLING_TYPES = ("AVG", "MAX")
 
 
@@ -59,9 +60,13 @@ class PruneLowMagnitude(PruningWrapper):
         block_pooling_type: ``"AVG"`` or ``"MAX"``, how a block is scored.
         sparsity_m_by_n: ``(m, n)``: ``m`` zeros in every ``n`` consecutive
             weights along the input dimension, or ``None``.
-        granularity: ``"layer"`` or ``"global"``.
-        global_group: name shared by the wrappers ranked together when
-            ``granularity="global"``.
+        granularity: ``"layer"`` (each weight ranked alone), or how the
+            group's sparsity is allocated: ``"global"``, ``"lamp"``,
+            ``"erk"`` or a ``tfprune.SparsityAllocation`` (saved with the
+            wrapper).
+        global_group: name shared by the wrappers whose masks are decided
+            together (one ``prune_low_magnitude`` call), for any
+            granularity but ``"layer"``.
         row_importance: one number >= 0 per row of the layer's pruned
             rank-2 weight (an Embedding's tokens, a Dense kernel's inputs),
             or ``None``. A weight is scored ``|w| * row_importance[row]``.
@@ -99,7 +104,12 @@ class PruneLowMagnitude(PruningWrapper):
             layer.name, pruning_schedule, block_size, block_pooling_type, sparsity_m_by_n, granularity)
         self.block_pooling_type = block_pooling_type
         self.granularity = granularity
+        # None: each weight ranked alone (today's "layer"); otherwise the group's allocation.
+        self.allocation = None if _is_layer(granularity) else allocation_lib.resolve(granularity, "PruneLowMagnitude")
+        if self.allocation is not None and not isinstance(granularity, str):
+            self.granularity = self.allocation
         self.global_group = global_group
+        self._warned_nearly_empty = set()
         self.row_importance = validate_row_importance(layer.name, row_importance, self.sparsity_m_by_n, granularity)
         if layer.built:
             self._build_pruning_state()
@@ -206,7 +216,8 @@ class PruneLowMagnitude(PruningWrapper):
             "block_size": list(self.block_size),
             "block_pooling_type": self.block_pooling_type,
             "sparsity_m_by_n": None if self.sparsity_m_by_n is None else list(self.sparsity_m_by_n),
-            "granularity": self.granularity,
+            "granularity": (self.granularity if isinstance(self.granularity, str)
+                            else keras.saving.serialize_keras_object(self.granularity)),
             "global_group": self.global_group,
             "row_importance": None if self.row_importance is None else self.row_importance.tolist(),
         })
@@ -248,8 +259,8 @@ def validate_arguments(layer_name, schedule, block_size, pooling, m_by_n, granul
         )
     if pooling not in POOLING_TYPES:
         raise ValueError(f"{where}: `block_pooling_type` must be one of {POOLING_TYPES}. Received: {pooling!r}.")
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"{where}: `granularity` must be one of {GRANULARITIES}. Received: {granularity!r}.")
+    if not _is_layer(granularity):
+        allocation_lib.resolve(granularity, where)  # an unknown name or object: the error lists the allowed
     block_size = pair
     if m_by_n is not None:
         m_n = _int_pair(m_by_n)
@@ -261,8 +272,10 @@ def validate_arguments(layer_name, schedule, block_size, pooling, m_by_n, granul
         m_by_n = m_n
         if tuple(block_size) != (1, 1):
             raise ValueError(f"{where}: use either `block_size` or `sparsity_m_by_n`, not both.")
-        if granularity == "global":
-            raise ValueError(f"{where}: `sparsity_m_by_n` fixes each group's sparsity; it cannot be global.")
+        if not _is_layer(granularity):
+            raise ValueError(f"{where}: `sparsity_m_by_n` fixes the sparsity of every group of n weights, so it "
+                             f"cannot be allocated across layers: use granularity='layer' with it, not "
+                             f"granularity={granularity!r}.")
     return block_size, m_by_n
 
 
@@ -287,9 +300,9 @@ def validate_row_importance(layer_name, row_importance, m_by_n, granularity):
     if m_by_n is not None:
         raise ValueError(f"{where}: `row_importance` scales magnitude ranking; it cannot be combined with "
                          "`sparsity_m_by_n`, which ranks within each group of n weights.")
-    if granularity == "global":
+    if not _is_layer(granularity):
         raise ValueError(f"{where}: `row_importance` changes the scale of this layer's scores, so they cannot "
-                         "be ranked against other layers: use granularity='layer'.")
+                         f"be ranked against other layers (granularity={granularity!r}): use granularity='layer'.")
     return values
 
 
@@ -327,27 +340,56 @@ def validate_weight(layer, weight, block_size, m_by_n):
         )
 
 
-def update_due_masks(due):
-    """Recomputes masks for ``[(wrapper, sparsity), ...]``: each layer alone, or its global group ranked together.
+def _is_layer(granularity):
+    return isinstance(granularity, str) and granularity == "layer"
 
-    Wrappers sharing a ``global_group`` (``granularity="global"``) are ranked by one threshold
-    over all their scores, so layers end at different sparsities with the group's on target.
+
+def _labels(wrapper):
+    return [f"{wrapper.layer.name}/{registry.weight_label(w, wrapper.layer)}" for w in wrapper.pruned_weights]
+
+
+def warn_nearly_empty(wrapper, masks):
+    """Warns, once per weight, when a mask update leaves a weight almost nothing (``allocation.nearly_empty``)."""
+    for label, mask in zip(_labels(wrapper), masks):
+        kept, size = int(np.count_nonzero(mask)), int(np.size(mask))
+        if label not in wrapper._warned_nearly_empty and allocation_lib.nearly_empty(kept, size):
+            wrapper._warned_nearly_empty.add(label)
+            allocation_lib.warn_nearly_empty(label, kept, size, wrapper.allocation or "granularity='layer'")
+
+
+def update_due_masks(due):
+    """Recomputes masks for ``[(wrapper, sparsity), ...]``: each layer alone, or its group allocated together.
+
+    Wrappers sharing a ``global_group`` (any granularity but ``"layer"``) get their masks from
+    the group's ``SparsityAllocation``, which splits the overall sparsity among them: one
+    threshold over all scores for ``"global"`` and ``"lamp"``, per-layer densities for ``"erk"``.
     """
     groups = collections.defaultdict(list)
     for wrapper, sparsity in due:
-        if wrapper.global_group is None:
+        group = wrapper.global_group
+        if group is None and wrapper.allocation is not None and wrapper.granularity != "global":
+            group = f"own_{id(wrapper)}"  # a wrapper made by hand: its own weights allocated together
+        if group is None:
             wrapper.update_masks(sparsity)
+            warn_nearly_empty(wrapper, [keras.ops.convert_to_numpy(m) for m in wrapper.masks])
         else:
-            groups[wrapper.global_group].append((wrapper, sparsity))
+            groups[group].append((wrapper, sparsity))
     for members in groups.values():
         wrappers = [w for w, _ in members]
         sparsity = members[0][1]
-        scores = [wrapper.weight_scores() for wrapper in wrappers]
-        flat = [s for per_wrapper in scores for s in per_wrapper]
-        score_masks, threshold = mask_lib.magnitude_masks(flat, sparsity)
-        start = 0
-        for wrapper, per_wrapper in zip(wrappers, scores):
-            own = score_masks[start:start + len(per_wrapper)]
-            start += len(per_wrapper)
-            full = [wrapper.expand(w, m) for w, m in zip(wrapper.pruned_weights, own)]
-            wrapper.assign_masks(full, [threshold] * len(full))
+        allocation = wrappers[0].allocation or allocation_lib.GlobalMagnitude()
+        scores, shapes, owners = {}, {}, []
+        for wrapper in wrappers:
+            labels = []
+            for label, weight, score in zip(_labels(wrapper), wrapper.pruned_weights, wrapper.weight_scores()):
+                unique, n = label, 1
+                while unique in scores:  # two nested models may both hold a 'dense/kernel'
+                    unique, n = f"{label}#{n}", n + 1
+                scores[unique], shapes[unique] = score, tuple(weight.shape)
+                labels.append(unique)
+            owners.append(labels)
+        masks, thresholds = allocation.group_masks(scores, shapes, sparsity)
+        for wrapper, labels in zip(wrappers, owners):
+            full = [wrapper.expand(w, masks[label]) for w, label in zip(wrapper.pruned_weights, labels)]
+            wrapper.assign_masks(full, [thresholds[label] for label in labels])
+            warn_nearly_empty(wrapper, full)
