@@ -66,6 +66,11 @@ from tfprune._pruning import (  # the user-facing names of the pruning package's
     RigL,
     SET,
     random_masks,
+    ERK,
+    GlobalMagnitude,
+    LAMP,
+    LayerUniform,
+    SparsityAllocation,
 )
 
 # Subpackages, reachable as tfprune.export.to_tflite, tfprune.structured.prune, ...
@@ -105,4 +110,9 @@ __all__ = [
     "RigL",
     "SET",
     "random_masks",
+    "ERK",
+    "GlobalMagnitude",
+    "LAMP",
+    "LayerUniform",
+    "SparsityAllocation",
 ]

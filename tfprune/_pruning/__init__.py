@@ -20,6 +20,7 @@ from tfprune._pruning.fixed_masks import KeepMasks, masks_of, prunable_weights, 
 from tfprune._pruning.lottery import LotteryHistory, LotteryTicket
 from tfprune._pruning.at_init import grasp_masks, snip_masks, synflow_masks
 from tfprune._pruning.sparse_training import DynamicSparseTraining, RigL, SET, random_masks
+from tfprune._pruning.allocation import ERK, GlobalMagnitude, LAMP, LayerUniform, SparsityAllocation
 from tfprune._pruning.history import SparsityHistory
 from tfprune._pruning.registry import PrunableLayer
 from tfprune._pruning.report import SparsityReport, sparsity_report
@@ -66,4 +67,9 @@ __all__ = [
     "RigL",
     "SET",
     "random_masks",
+    "ERK",
+    "GlobalMagnitude",
+    "LAMP",
+    "LayerUniform",
+    "SparsityAllocation",
 ]
