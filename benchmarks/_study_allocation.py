@@ -10,7 +10,6 @@ tutorial holds out with ``validation_split``), so the test set chooses nothing.
     python benchmarks/bench_sparse_training.py --study allocation
 """
 
-import argparse
 import pathlib
 import time
 
@@ -122,11 +121,3 @@ def run(args):
         lines.insert(0, "_Quick run (2,000 training images, one epoch): the figures mean nothing._")
         lines.insert(1, "")
     return lines
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=TITLE)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", default=None)
-    print("\n".join(run(parser.parse_args())))

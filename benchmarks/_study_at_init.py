@@ -19,11 +19,9 @@ weight decay, a few epochs on all 60,000 training images (``EPOCHS``), the same
 for the dense reference and every method. Nothing was tuned (no validation
 split was used to choose anything); the test error is on all 10,000 test images.
 
-Run it with ``python benchmarks/bench_sparse_training.py --study at_init``, or
-on its own: ``python benchmarks/_study_at_init.py [--quick]``.
+Run it with ``python benchmarks/bench_sparse_training.py --study at_init [--quick]``.
 """
 
-import argparse
 import math
 import pathlib
 import sys
@@ -193,11 +191,3 @@ def plot(results):
     IMAGE.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(IMAGE, dpi=110)
     plt.close(figure)
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=TITLE)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", default=None)
-    print("\n".join(run(parser.parse_args())))

@@ -159,12 +159,3 @@ def plot(rows, dense):
     IMAGE.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(IMAGE, dpi=110)
     plt.close(fig)
-
-
-if __name__ == "__main__":
-    import argparse
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", default=None)  # default: $TFPRUNE_DATA_DIR/mnist
-    print("\n".join(run(parser.parse_args())))
