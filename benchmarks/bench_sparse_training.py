@@ -69,8 +69,8 @@ def main(argv=None):
         sections[name] = [MARK.format(name), f"### {study.TITLE}", "",
                           f"`{command}` ({minutes:.1f} min on this machine).", "", *lines, ""]
     header = ["## Sparse networks on MNIST", "",
-              "LeNet-300-100 and LeNet-5-Caffe on the full MNIST test set; each row has the paper's figure "
-              "beside tfprune's. Seeds are fixed.", ""]
+              "Full MNIST training and test sets; each study names its network and recipe, and puts the "
+              "paper's figure beside tfprune's where the paper gives one. Seeds are fixed.", ""]
     body = [line for name in STUDIES if name in sections for line in sections[name]]
     write_section(SECTION, header + body)
 
