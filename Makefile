@@ -26,11 +26,13 @@ install: $(STAMP)
 tutorial: $(STAMP)
 	$(BIN)/python tutorials/mnist_magnitude.py
 
+# Two workers (pytest-xdist): most of the suite's time is TensorFlow tracing and TFLite conversion,
+# which run on one core each.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

@@ -518,9 +518,8 @@ class ERK(SparsityAllocation):
     Args:
         kernel: ``True`` for ERK, ``False`` for ER (convolutions counted by
             their two channel dimensions).
-        min_density: as ``SparsityAllocation``.
-        dense_layers: as ``SparsityAllocation``.
-        keep_first_last: as ``SparsityAllocation``.
+        **kwargs: ``min_density``, ``dense_layers``, ``keep_first_last``, as
+            ``SparsityAllocation``.
 
     Example:
 
