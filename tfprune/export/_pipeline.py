@@ -252,8 +252,9 @@ def runtime_notes(info, runs):
     ops = {op.op for op in graph.operators}
     sparse = [t for t in graph.tensors if t.sparsity]
     if sparse and "DENSIFY" in ops:
+        kinds = " and ".join(sorted({t.dtype for t in sparse}))
         notes.append(
-            "Float weights are stored sparse, and DENSIFY ops expand them to dense when the file loads: "
+            f"The {kinds} weights are stored sparse, and DENSIFY ops expand them to dense when the file loads: "
             "the saving is in file size only; memory and speed are those of the dense model."
         )
     elif sparse:
