@@ -313,3 +313,26 @@ def test_a_second_fit_without_the_callback_is_refused():
     pruned.fit(x, y, verbose=0, callbacks=[tfprune.UpdatePruningStep()])  # and with it, training goes on
     (wrapper,) = pruning_wrappers(pruned)
     assert int(wrapper.pruning_step.numpy()) == 2
+
+
+def test_prune_scope_resolves_every_saved_tfprune_class_by_its_plain_name(tmp_path):
+    # tfmot-era configs name classes without a package; in the scope each must resolve
+    # (KeepMasks, the allocations and the wrappers included), and a model pruned with
+    # fixed masks must round-trip.
+    plain = {"class_name": "KeepMasks", "config": {"sparsity": 0.5}}
+    with pytest.raises(TypeError):
+        keras.saving.deserialize_keras_object(plain)
+    with tfprune.prune_scope():
+        schedule = keras.saving.deserialize_keras_object(plain)
+        for name in ("PruneLowMagnitude", "DynamicSurgery", "KeepMasks", "LAMP", "ERK", "PolynomialDecay"):
+            assert keras.saving.get_registered_object(name) is not None, name
+    assert isinstance(schedule, tfprune.KeepMasks) and schedule.sparsity == 0.5
+
+    model = _model()
+    masks = {label: np.arange(np.prod(w.shape)).reshape(w.shape) % 2 for label, w in tfprune.prunable_weights(model).items()}
+    fixed = tfprune.prune_with_masks(model, masks)
+    fixed.save(tmp_path / "fixed.keras")
+    with tfprune.prune_scope():
+        reloaded = keras.saving.load_model(tmp_path / "fixed.keras")
+    (wrapper,) = pruning_wrappers(reloaded)
+    assert isinstance(wrapper.pruning_schedule, tfprune.KeepMasks)

@@ -16,7 +16,7 @@ from tfprune._common.layers import copy_layer, fresh_copy, graph_layers, set_cop
 from tfprune._pruning import allocation as allocation_lib
 from tfprune._pruning import dynamic_surgery as surgery_lib
 from tfprune._pruning import registry
-from tfprune._pruning.base import PruningWrapper
+from tfprune._pruning.base import _PACKAGE, PruningWrapper
 from tfprune._pruning.schedules import ConstantSparsity, PolynomialDecay
 from tfprune._pruning.wrapper import PruneLowMagnitude, validate_arguments
 
@@ -420,11 +420,13 @@ def prune_scope():
         pruned = keras.saving.load_model("pruned.keras")
     ```
     """
-    return keras.saving.custom_object_scope({
-        "PruneLowMagnitude": PruneLowMagnitude, "DynamicSurgery": surgery_lib.DynamicSurgery,
-        "ConstantSparsity": ConstantSparsity, "PolynomialDecay": PolynomialDecay,
-        **{cls.__name__: cls for cls in allocation_lib.ALLOCATIONS.values()},
-    })
+    # Every class tfprune registers under its package (wrappers, schedules, KeepMasks, allocations,
+    # and any added later), read from Keras's registry so the scope cannot fall behind it.
+    prefix = _PACKAGE + ">"
+    registered = keras.saving.get_custom_objects()
+    return keras.saving.custom_object_scope(
+        {key[len(prefix):]: cls for key, cls in registered.items() if key.startswith(prefix)}
+    )
 
 
 def pruning_wrappers(model):
