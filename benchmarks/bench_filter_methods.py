@@ -9,8 +9,9 @@ every pruned model is fine-tuned with the same budget (``--finetune-epochs`` of 
   taylor, and any added later): scores computed once on the baseline, then one ratio for every
   layer, found by bisection so that the cut model has at most the budget's FLOPs
   (``min_channels=4``).
-- Methods with their own procedure (training-time or search methods) are entries of ``PROCEDURES``:
-  a function ``(baseline, data, budget) -> (model_before_fine_tuning, note)``.
+- Methods with their own procedure (training-time or search methods: C-SGD, SFP, AOFP, EagleEye) are
+  modules ``benchmarks/_procedure_<name>.py`` with a function ``run(baseline, data, budget_flops,
+  calibration) -> (model_before_fine_tuning, seconds, note)``, found by ``procedures()``.
 
 For each model: test accuracy before and after fine-tuning (all 10,000 test images), params,
 FLOPs (``tfprune.structured.flops_report``), TFLite latency (float32, ``tfprune.export.to_tflite``
@@ -24,6 +25,7 @@ included, as it is the same for all).
 
 import argparse
 import datetime
+import importlib
 import os
 import pathlib
 import sys
@@ -74,13 +76,22 @@ def score_method(method):
     return run
 
 
-# Methods with a procedure of their own: name -> run(baseline, data, budget_flops, calibration).
-PROCEDURES = {}
+def procedures():
+    """Methods with a procedure of their own: ``benchmarks/_procedure_<name>.py``, each with ``run``.
+
+    ``run(baseline, data, budget_flops, calibration) -> (model_before_fine_tuning, seconds, note)``; the
+    baseline is only read.
+    """
+    found = {}
+    for path in sorted(pathlib.Path(__file__).resolve().parent.glob("_procedure_*.py")):
+        module = importlib.import_module(path.stem)
+        found[getattr(module, "NAME", path.stem[len("_procedure_"):])] = module.run
+    return found
 
 
 def methods():
     table = {name: score_method(name) for name in structured.criteria()}
-    table.update(PROCEDURES)
+    table.update(procedures())
     return table
 
 
