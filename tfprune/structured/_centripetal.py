@@ -5,6 +5,7 @@ and PReLU entry it passes through, as each layer family's ``channel_weights`` sa
 per cluster: ``_Plan`` lists them, with the positions that must become equal.
 """
 
+import numbers
 import os
 
 import keras
@@ -190,7 +191,9 @@ class CentripetalSGD(keras.callbacks.Callback):
                              f"step is 1 - epsilon times the one before); got {epsilon!r}.")
         if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1:
             raise ValueError(f"CentripetalSGD: `every_n_steps` must be a positive integer; got {every_n_steps!r}.")
-        self.clusters = {name: [[int(c) for c in cluster] for cluster in partition]
+        # numpy integers become ints (get_config is JSON); anything else is checked when fit starts
+        self.clusters = {name: [[int(c) if isinstance(c, numbers.Integral) and not isinstance(c, bool) else c
+                                 for c in cluster] for cluster in partition]
                          for name, partition in clusters.items()}
         self.epsilon = float(epsilon)
         self.every_n_steps = every_n_steps
