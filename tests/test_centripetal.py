@@ -278,3 +278,17 @@ def test_cut_model_exports_to_tflite(tmp_path):
     smaller = structured.csgd_cut(model, clusters)
     report = tfprune.export.to_tflite(smaller, tmp_path / "small.tflite", sample_data=x[:8], latency_runs=0)
     assert (tmp_path / "small.tflite").stat().st_size > 0 and report.path == str(tmp_path / "small.tflite")
+
+
+def test_plot_cluster_distance_draws_the_history(tmp_path):
+    pytest.importorskip("matplotlib")
+    from tfprune import plots
+
+    history = {"step": [0, 10, 20], "cluster_distance": [1.0, 0.1, 0.0], "max_deviation": [0.5, 0.05, 0.005]}
+    figure = plots.plot_cluster_distance(history, path=tmp_path / "csgd.png")
+    distance, worst = figure.axes[0].get_lines()
+    assert list(distance.get_xdata()) == [0, 10, 20] and list(worst.get_ydata()) == [0.5, 0.05, 0.005]
+    assert distance.get_ydata()[2] > 0  # an exact zero is drawn at the float floor of the log axis
+    assert (tmp_path / "csgd.png").read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="needs equal, non-empty lists"):
+        plots.plot_cluster_distance({"step": [], "cluster_distance": []})
