@@ -7,6 +7,9 @@ weights make each output channel (``filters``) and their multiply-adds (``macs``
 ``LayerFamily`` is a *producer*: a layer with one ``kernel`` (output channels on
 ``output_axis``, input channels on ``input_axis``) and an optional ``bias``, whose output
 width is the config entry ``width_key``.
+
+``channel_weights``, ``merge_reason`` and ``merge_inputs`` say which weights hold each channel
+and how a consumer folds identical input channels into one (the cut of centripetal SGD).
 """
 
 import numpy as np
