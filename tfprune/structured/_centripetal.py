@@ -154,6 +154,8 @@ class CentripetalSGD(keras.callbacks.Callback):
     land in ``fit``'s history; ``history`` holds them every ``every_n_steps`` steps, and with
     ``log_dir`` they are also written as TensorBoard scalars ``csgd/cluster_distance`` and
     ``csgd/max_deviation``.
+    With ``compile(steps_per_execution=n)`` the pull runs once per ``n`` steps (Keras calls
+    ``on_train_batch_end`` once per execution).
 
     Args:
         clusters: ``{layer_name: [[channel indices], ...]}``, as ``cluster_filters`` returns.
