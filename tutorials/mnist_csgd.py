@@ -39,15 +39,18 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Centripetal SGD on MNIST: a lossless cut of a residual CNN.")
     parser.add_argument("--data-dir", default=None, help="folder with the four MNIST .gz files")
     parser.add_argument("--output-dir", default="outputs/mnist_csgd")
-    parser.add_argument("--epochs", type=int, default=2, help="baseline training epochs")
-    parser.add_argument("--csgd-epochs", type=int, default=2, help="epochs of training with CentripetalSGD")
+    parser.add_argument("--epochs", type=int, default=None, help="baseline training epochs (2; quick: 1)")
+    parser.add_argument("--csgd-epochs", type=int, default=None, help="epochs with CentripetalSGD (2; quick: 2)")
     parser.add_argument("--clusters", type=float, default=0.5, help="clusters per layer, as a fraction of its channels")
-    parser.add_argument("--epsilon", type=float, default=0.02, help="centripetal strength per step")
+    parser.add_argument("--epsilon", type=float, default=None, help="centripetal strength per step (0.02; quick: 0.5)")
     parser.add_argument("--quick", action="store_true", help="2,000 images, a smoke run")
     args = parser.parse_args(argv)
-    if args.quick:
-        # 16 steps per epoch on the slice: a strong pull still makes the clusters identical (0.5**32)
-        args.epochs, args.csgd_epochs, args.epsilon = 1, 2, 0.5
+    # 16 steps per epoch on the quick slice: a strong pull still makes the clusters identical (0.5**32)
+    defaults = {"epochs": 1, "csgd_epochs": 2, "epsilon": 0.5} if args.quick else {"epochs": 2, "csgd_epochs": 2,
+                                                                                  "epsilon": 0.02}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     return args
 
 
