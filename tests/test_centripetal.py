@@ -292,3 +292,23 @@ def test_plot_cluster_distance_draws_the_history(tmp_path):
     assert (tmp_path / "csgd.png").read_bytes().startswith(b"\x89PNG")
     with pytest.raises(ValueError, match="needs equal, non-empty lists"):
         plots.plot_cluster_distance({"step": [], "cluster_distance": []})
+
+
+def test_benchmark_procedure_meets_the_flop_budget_and_the_cut_loses_nothing():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "_procedure_csgd.py"
+    spec = importlib.util.spec_from_file_location("_procedure_csgd", path)
+    procedure = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(procedure)
+    keras.utils.set_random_seed(7)
+    baseline = residual_model()
+    x, y = images(64)
+    baseline.compile(keras.optimizers.Adam(1e-3), LOSS)
+    baseline.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    budget = structured.flops_report(baseline).total_flops / 2
+    model, seconds, note = procedure.run(baseline, (x, y), budget, (x[:32], y[:32]))
+    assert structured.flops_report(model).total_flops <= budget and seconds > 0
+    assert "the cut itself" in note and "(+0.00 points) on the 32 calibration images" in note
+    assert "0 predictions changed" in note
