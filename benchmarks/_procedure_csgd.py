@@ -22,6 +22,7 @@ import tfprune.structured as structured
 import tfprune.surgery as surgery
 from tfprune.datasets import mnist
 
+NAME = "csgd"
 MIN_CLUSTERS = 4
 EPOCHS = 1
 SHRINK = 1e-8
