@@ -269,6 +269,7 @@ def test_history_tensorboard_and_config(tmp_path):
         structured.CentripetalSGD([[0, 1]])
 
 
+@pytest.mark.slow  # the exporter checks the file in a child process
 def test_cut_model_exports_to_tflite(tmp_path):
     keras.utils.set_random_seed(6)
     model = residual_model()
