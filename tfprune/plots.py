@@ -26,6 +26,7 @@ from tfprune._common.layers import graph_layers
 __all__ = [
     "plot_accuracy_vs_sparsity",
     "plot_channels",
+    "plot_cluster_distance",
     "plot_schedule",
     "plot_sparsity",
     "plot_surgery_history",
@@ -257,6 +258,50 @@ def plot_surgery_history(history, path=None):
     right.set_ylabel("connections (cumulative)")
     right.set_title("Pruning and splicing")
     right.legend()
+    return _finish(figure, path)
+
+
+def plot_cluster_distance(history, path=None):
+    """Centripetal SGD over time: how far the clustered filters still are from their cluster centres.
+
+    C-SGD (Ding et al. 2019) shrinks each filter's deviation from its cluster's mean by
+    ``1 - epsilon`` per step; the cut is exact once the distance has vanished. Log scale.
+
+    Args:
+        history: a ``tfprune.structured.CentripetalSGD`` used in ``fit``, or a dict of
+            equal-length lists ``{"step", "cluster_distance"}`` (``"max_deviation"`` is
+            drawn too when present).
+        path: also save a PNG here.
+
+    Returns:
+        The ``matplotlib.figure.Figure``.
+
+    Example:
+
+    ```python
+    csgd = tfprune.structured.CentripetalSGD(clusters, epsilon=0.02)
+    model.fit(x, y, epochs=2, callbacks=[csgd])
+    tfprune.plots.plot_cluster_distance(csgd, path="csgd.png")
+    ```
+    """
+    history = getattr(history, "history", history)
+    steps, distance = history.get("step", []), history.get("cluster_distance", [])
+    if not steps or len(steps) != len(distance):
+        raise ValueError(
+            "plot_cluster_distance: `history` needs equal, non-empty lists 'step' and 'cluster_distance'; "
+            f"got lengths {len(steps)} and {len(distance)}."
+        )
+    figure, axes = _figure(height=3.6)
+    floor = np.finfo(np.float32).tiny  # a log axis cannot draw an exact 0
+    axes.semilogy(steps, np.maximum(distance, floor), color="tab:blue", label="mean filter distance to its centre")
+    worst = history.get("max_deviation")
+    if worst is not None and len(worst) == len(steps):
+        axes.semilogy(steps, np.maximum(worst, floor), color="tab:red", linestyle="--",
+                      label="largest deviation of a tied weight (relative)")
+    axes.set_xlabel("training step")
+    axes.set_ylabel("distance (log scale)")
+    axes.set_title("Centripetal SGD: the filters of each cluster converge")
+    axes.legend()
     return _finish(figure, path)
 
 

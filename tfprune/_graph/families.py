@@ -7,6 +7,9 @@ weights make each output channel (``filters``) and their multiply-adds (``macs``
 ``LayerFamily`` is a *producer*: a layer with one ``kernel`` (output channels on
 ``output_axis``, input channels on ``input_axis``) and an optional ``bias``, whose output
 width is the config entry ``width_key``.
+
+``channel_weights``, ``merge_reason`` and ``merge_inputs`` say which weights hold each channel
+and how a consumer folds identical input channels into one (the cut of centripetal SGD).
 """
 
 import numpy as np
@@ -141,6 +144,36 @@ class LayerFamily:
         kernel = _numpy(layer).get(self.kernel)
         return _prod(out_shape[1:-1]) * int(kernel.size) if kernel is not None else 0
 
+    # channel merging (centripetal SGD: identical channels are folded into one) -------------
+    def channel_weights(self, layer):
+        """``[(weight name, axis, side)]``: weights holding one entry per channel along ``axis``.
+
+        ``side`` is ``"out"`` when the entries follow the layer's output channels, ``"in"`` when
+        they follow its input channels. Two channels are identical when every one of these
+        entries is; a weight whose axis has length 1 is shared by all channels and skipped.
+        A producer's are its filters (``kernel`` on ``output_axis``) and its bias.
+        """
+        names = {w.name for w in layer.weights}
+        entries = [(self.kernel, self.output_axis, "out")] if self.kernel in names else []
+        return entries + ([("bias", 0, "out")] if "bias" in names else [])
+
+    def merge_reason(self, layer):
+        """Why identical input channels of ``layer`` cannot be folded into one (a sentence), or None."""
+        return None
+
+    def merge_inputs(self, layer, groups):
+        """Folds identical input channels: each array of ``groups`` lists input positions, the first kept.
+
+        The kernel rows of the other positions are added onto the kept one (along
+        ``input_axis``), in place; removing the other positions afterwards then leaves the
+        layer's output unchanged, since it reads the same values there.
+        """
+        weight = {w.name: w for w in layer.weights}[self.kernel]
+        value = np.moveaxis(keras.ops.convert_to_numpy(weight).copy(), self.input_axis, 0)
+        for positions in groups:
+            value[positions[0]] += value[positions[1:]].sum(axis=0)
+        weight.assign(np.moveaxis(value, 0, self.input_axis))
+
 
 class Conv(LayerFamily):
     def opaque_reason(self, layer, gnode, graph):
@@ -177,6 +210,10 @@ class SeparableConv(LayerFamily):
         positions = _prod(out_shape[1:-1])
         return positions * _prod(layer.kernel_size) * c_in * m + positions * c_in * m * out_shape[-1]
 
+    def merge_reason(self, layer):
+        return (f"'{layer.name}' ({type(layer).__name__}) filters each input channel with its own depthwise "
+                "kernel, so two identical input channels cannot be folded into one")
+
 
 class Dense(LayerFamily):
     width_key = "units"
@@ -211,6 +248,12 @@ class Follower(LayerFamily):
     def macs(self, layer, in_shape, out_shape):
         return 0
 
+    def channel_weights(self, layer):
+        return []
+
+    def merge_inputs(self, layer, groups):
+        pass  # a follower does not mix channels: identical channels stay identical through it
+
 
 class Depthwise(Follower):
     """Output channel ``c*m + j`` reads input channel ``c``: a cut on the input carries through."""
@@ -239,6 +282,10 @@ class Depthwise(Follower):
     def macs(self, layer, in_shape, out_shape):
         return _prod(out_shape[1:-1]) * _prod(layer.kernel_size) * out_shape[-1]
 
+    def channel_weights(self, layer):
+        names = {w.name for w in layer.weights}
+        return [("kernel", -2, "in")] + ([("bias", 0, "out")] if "bias" in names else [])
+
 
 class Channelwise(Follower):
     """One parameter per channel (BatchNormalization on the last axis, PReLU): sliced."""
@@ -263,6 +310,10 @@ class Channelwise(Follower):
 
     def macs(self, layer, in_shape, out_shape):
         return _prod(out_shape[1:])  # at inference, a scale and a shift per element
+
+    def channel_weights(self, layer):
+        # gamma, beta and the moving statistics (BatchNormalization), alpha (PReLU)
+        return [(w.name, -1, "in") for w in layer.weights if len(w.shape)]
 
 
 class PassThrough(Follower):

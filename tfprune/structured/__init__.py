@@ -32,6 +32,9 @@ print(tfprune.structured.compare(model, slim))
 The iterative recipe (score, remove a fraction, fine-tune, repeat) is ``iterative_prune``.
 ``prune(..., return_report=True)`` also returns a ``StructuredReport``: the channels cut per
 layer and the layers left alone, with the reason; a ``prune`` that cuts nothing warns why.
+
+Centripetal SGD (Ding et al. 2019) trains clusters of filters to be identical and then folds
+them, with no loss: ``cluster_filters``, the ``CentripetalSGD`` callback, ``csgd_cut``.
 """
 
 from tfprune.structured._flops import Comparison, FlopsReport, compare, flops_report
@@ -49,9 +52,15 @@ from tfprune.structured._scores import (
     taylor,
 )
 from tfprune.structured._slimming import set_slimming_penalty
+from tfprune.structured._clusters import cluster_filters
+from tfprune.structured._centripetal import CentripetalSGD
+from tfprune.structured._csgd_cut import csgd_cut
 from tfprune._graph import StructuredReport
 
 __all__ = [
+    "CentripetalSGD",
+    "cluster_filters",
+    "csgd_cut",
     "METHODS",
     "Comparison",
     "Criterion",
