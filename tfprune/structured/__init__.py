@@ -49,6 +49,7 @@ from tfprune.structured._scores import (
     taylor,
 )
 from tfprune.structured._slimming import set_slimming_penalty
+from tfprune.structured._soft_filter import SoftFilterPruning
 from tfprune._graph import StructuredReport
 
 __all__ = [
@@ -75,4 +76,5 @@ __all__ = [
     "set_slimming_penalty",
     "taylor",
     "WeightCriterion",
+    "SoftFilterPruning",
 ]
