@@ -13,6 +13,8 @@ Methods: ``l1_norm``, ``l2_norm`` (Li et al. 2017), ``fpgm`` (He et al. 2019), `
 ``taylor`` (Molchanov et al. 2017). More criteria plug in: subclass ``WeightCriterion``
 (``score(analysis)``) or ``DataCriterion`` (``update(activation, gradient)``, ``result()``)
 and pass it to ``register_criterion``; ``criteria()`` lists every name.
+Soft filter pruning (He et al. 2018) runs inside ``fit``: the ``SoftFilterPruning`` callback
+zeroes the lowest-norm filters each epoch, lets them recover, and ``remove()`` cuts them.
 
 Example, network slimming then fine-tuning:
 
