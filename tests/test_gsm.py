@@ -107,6 +107,28 @@ def test_fit_then_cut_reaches_exactly_the_ratio_and_zeros_only_the_small():
     assert cut.compiled  # compiled like the original, ready to evaluate
 
 
+def test_activity_cut_keeps_what_gsm_was_training():
+    model = _model()
+    model.compile(tfprune.GlobalSparseMomentum(model, keep=18, learning_rate=0.05, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = _data(128)
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    activity = model.optimizer.activity()
+    assert set(activity) == {"fc1/kernel", "fc2/kernel"}
+    flat = np.concatenate([activity["fc1/kernel"].ravel(), activity["fc2/kernel"].ravel()])
+    assert 0 < flat.max() <= 1 and flat.sum() <= 18 + 1e-3  # at most Q active per step, on average
+    cut = tfprune.gsm_cut(model, keep=18, by="activity")
+    kept = np.concatenate([keras.ops.convert_to_numpy(w).ravel() != 0 for w in tfprune.prunable_weights(cut).values()])
+    assert kept.sum() == 18
+    assert flat[kept].min() >= flat[~kept].max()
+    plain = _model()
+    plain.compile("adam", "mse")
+    with pytest.raises(ValueError, match="must be compiled with the GlobalSparseMomentum"):
+        tfprune.gsm_cut(plain, keep=18, by="activity")
+    with pytest.raises(ValueError, match="`by` must be one of"):
+        tfprune.gsm_cut(plain, keep=18, by="saliency")
+
+
 def test_saved_with_its_config_and_resumes(tmp_path):
     model = _model()
     model.compile(tfprune.GlobalSparseMomentum(model, compression=3, learning_rate=0.05, momentum=0.95,

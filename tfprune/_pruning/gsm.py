@@ -30,6 +30,10 @@ from tfprune._pruning.fixed_masks import prunable_weights
 from tfprune._pruning.report import sparsity_report
 
 _PACKAGE = "tfprune"
+# How long the activity record remembers: an exponential average of the 0/1 active mask over about
+# the last 1 / (1 - ACTIVITY_DECAY) = 100 steps.
+ACTIVITY_DECAY = 0.99
+CUT_BY = ("magnitude", "activity")
 
 
 def _active_count(total, compression, keep, caller):
@@ -181,6 +185,9 @@ class GlobalSparseMomentum(keras.optimizers.Optimizer):
         self._total = total
         self.active_count = _active_count(total, self.compression, self.keep, "GlobalSparseMomentum")
         self.velocities = self.add_optimizer_variables(variables, "velocity")
+        # How often each prunable weight was active lately: what gsm_cut(by="activity") keeps.
+        self.activities = [self.add_variable_from_reference(by_path[p], "activity") for p in self.prunable_paths]
+        self._activity_of = {id(by_path[p]): a for p, a in zip(self.prunable_paths, self.activities)}
         self._built_on = list(variables)
 
     def apply(self, grads, trainable_variables=None):
@@ -212,7 +219,24 @@ class GlobalSparseMomentum(keras.optimizers.Optimizer):
         for i, s in zip(chosen, saliency):
             active = keras.ops.logical_and(keras.ops.greater_equal(s, threshold), keras.ops.greater(s, 0))
             out[i] = keras.ops.where(active, grads[i], keras.ops.zeros_like(grads[i]))
+            activity = self._activity_of[id(variables[i])]
+            self.assign(activity, keras.ops.add(keras.ops.multiply(activity, ACTIVITY_DECAY),
+                                                keras.ops.multiply(keras.ops.cast(active, activity.dtype),
+                                                                   1 - ACTIVITY_DECAY)))
         return out
+
+    def activity(self):
+        """``{path: array}``: each prunable weight's recent share of steps in the top Q (an average over ~100 steps).
+
+        Example:
+
+        ```python
+        share = model.optimizer.activity()["fc1/kernel"]   # 1.0: active at every recent step
+        ```
+        """
+        if not self.built:
+            raise ValueError("GlobalSparseMomentum.activity: the optimizer has not taken a step yet.")
+        return {p: keras.ops.convert_to_numpy(a) for p, a in zip(self.prunable_paths, self.activities)}
 
     def update_step(self, gradient, variable, learning_rate):
         """``v <- momentum * v + (weight_decay * w + g)``; ``w <- w - learning_rate * v`` (g already masked)."""
@@ -236,7 +260,7 @@ class GlobalSparseMomentum(keras.optimizers.Optimizer):
         return config
 
 
-def gsm_cut(model, compression=None, keep=None):
+def gsm_cut(model, compression=None, keep=None, by="magnitude"):
     """A copy of ``model`` in which only the Q largest prunable weights (globally) are nonzero: GSM's final cut.
 
     Ding et al. 2019 ("Global Sparse Momentum SGD for Pruning Very Deep Neural Networks"):
@@ -247,17 +271,25 @@ def gsm_cut(model, compression=None, keep=None):
     achieved ratio, ``tfprune.sparsity_report``'s kernels' params / nonzero, is N / Q. Works
     on any model (GSM-trained or not); the copy is compiled like ``model`` (fresh optimizer).
 
+    ``by="activity"`` keeps instead the Q weights that were most often active over the last
+    ~100 steps (``GlobalSparseMomentum.activity``, magnitude breaking ties): the set GSM was
+    training at the end. It needs ``model.optimizer`` to be the ``GlobalSparseMomentum`` that
+    trained it, and is the better cut when training was too short for the passive weights to
+    decay (the paper trains for hundreds of epochs; the magnitude cut assumes they have).
+
     Args:
         model: a built Keras model; never modified.
         compression: N / Q (e.g. 60). Give this or ``keep``.
         keep: Q, the number of prunable weights left nonzero.
+        by: ``"magnitude"`` (the paper's) or ``"activity"`` (see above).
 
     Returns:
         The pruned copy, with exact zeros (``tfprune.export.to_tflite`` stores them as such).
 
     Raises:
         ValueError: as ``GlobalSparseMomentum`` for ``compression`` / ``keep``; an unbuilt
-            model or one without prunable weights.
+            model or one without prunable weights; an unknown ``by``, or ``by="activity"``
+            without a trained ``GlobalSparseMomentum`` as the model's optimizer.
 
     Example:
 
@@ -268,14 +300,22 @@ def gsm_cut(model, compression=None, keep=None):
     ```
     """
     _prunable_paths(model, "gsm_cut")
-    total = sum(int(np.prod(w.shape)) for w in prunable_weights(model).values())
+    if by not in CUT_BY:
+        raise ValueError(f"gsm_cut: `by` must be one of {', '.join(map(repr, CUT_BY))}; got {by!r}.")
+    originals = list(prunable_weights(model).values())
+    total = sum(int(np.prod(w.shape)) for w in originals)
     q = _active_count(total, compression, keep, "gsm_cut")
+    if by == "activity":
+        activity = _activity_by_weight(model, originals)
     copy = copy_layer(model)
     weights = list(prunable_weights(copy).values())
     values = [np.abs(keras.ops.convert_to_numpy(w)).ravel() for w in weights]
     flat = np.concatenate(values)
+    order = np.argsort(-flat, kind="stable")
+    if by == "activity":
+        order = order[np.argsort(-np.concatenate(activity)[order], kind="stable")]  # magnitude breaks ties
     kept = np.zeros(flat.size, dtype=bool)
-    kept[np.argsort(-flat, kind="stable")[:q]] = True
+    kept[order[:q]] = True
     start = 0
     for weight, value in zip(weights, values):
         mask = kept[start:start + value.size].reshape(weight.shape)
@@ -283,6 +323,23 @@ def gsm_cut(model, compression=None, keep=None):
         weight.assign(np.where(mask, keras.ops.convert_to_numpy(weight), 0).astype(weight.dtype))
     compile_like(model, copy, "gsm_cut")
     return copy
+
+
+def _activity_by_weight(model, weights):
+    """The optimizer's activity of each of ``weights`` (the model's prunable weights), flattened, in order."""
+    optimizer = getattr(model, "optimizer", None)
+    if not isinstance(optimizer, GlobalSparseMomentum) or not optimizer.built:
+        raise ValueError(f"gsm_cut(by='activity'): model '{model.name}' must be compiled with the "
+                         "GlobalSparseMomentum that trained it (its optimizer is "
+                         f"{type(optimizer).__name__ if optimizer is not None else 'None'}"
+                         f"{'' if optimizer is None or optimizer.built else ', not built yet'}).")
+    by_path = _match(optimizer.prunable_paths, weights)
+    activity = dict(zip(optimizer.prunable_paths, optimizer.activities))
+    of_weight = {id(v): activity[p] for p, v in by_path.items()}
+    unranked = [w.path for w in weights if id(w) not in of_weight]
+    if unranked:
+        raise ValueError(f"gsm_cut(by='activity'): the optimizer did not rank {unranked[:3]}; cut by='magnitude'.")
+    return [keras.ops.convert_to_numpy(of_weight[id(w)]).ravel() for w in weights]
 
 
 def gsm_compression(model):
