@@ -206,7 +206,17 @@ class GlobalSparseMomentum(keras.optimizers.Optimizer):
         return super().apply(self.masked_gradients(list(grads), trainable_variables), trainable_variables)
 
     def masked_gradients(self, grads, variables):
-        """``grads`` with the gradient of every prunable weight outside the global top Q of |w * g| set to zero."""
+        """``grads`` with the gradient of every prunable weight outside the global top Q of |w * g| set to zero.
+
+        Also updates the activity record (``activity``). ``apply`` calls it; call it yourself in
+        a custom training loop that applies gradients some other way.
+
+        Example:
+
+        ```python
+        masked = gsm.masked_gradients(grads, model.trainable_variables)   # gsm already built
+        ```
+        """
         chosen = [i for i, (g, v) in enumerate(zip(grads, variables)) if g is not None and id(v) in self._prunable_ids]
         if not chosen:
             return grads

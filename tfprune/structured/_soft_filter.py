@@ -118,7 +118,14 @@ class SoftFilterPruning(keras.callbacks.Callback):
         return self._analysis
 
     def select(self, model=None):
-        """``{layer_name: [filter indices]}``: the lowest-scoring filters of ``model`` (default: the trained one) now."""
+        """``{layer_name: [filter indices]}``: the lowest-scoring filters of ``model`` (default: the trained one) now.
+
+        Example:
+
+        ```python
+        print(tfprune.structured.SoftFilterPruning(ratio=0.3).select(model))   # what the next epoch zeroes
+        ```
+        """
         analysis = self._analysis_of(self.model if model is None else model)
         scores = _scores.scores_for(analysis, self.criterion, verbose=0)
         removed = _select.select_unions(analysis, scores, self.ratio, "layer", self.min_channels)
