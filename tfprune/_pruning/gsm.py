@@ -19,6 +19,7 @@ have decayed), in a copy.
 """
 
 import math
+import sys
 
 import keras
 import numpy as np
@@ -43,8 +44,9 @@ def _active_count(total, compression, keep, caller):
                          f"(the number Q of weights kept); got compression={compression!r}, keep={keep!r}.")
     if keep is not None:
         if isinstance(keep, bool) or not isinstance(keep, (int, np.integer)) or not 1 <= keep <= total:
-            raise ValueError(f"{caller}: `keep` must be an integer in [1, {total:,}] (the model's prunable weights); "
-                             f"got {keep!r}.")
+            allowed = "a positive integer" if total == sys.maxsize else \
+                f"an integer in [1, {total:,}] (the model's prunable weights)"
+            raise ValueError(f"{caller}: `keep` must be {allowed}; got {keep!r}.")
         return int(keep)
     if isinstance(compression, bool) or not isinstance(compression, (int, float)) or not math.isfinite(compression) \
             or compression < 1:
@@ -111,7 +113,9 @@ class GlobalSparseMomentum(keras.optimizers.Optimizer):
     decay geometrically towards zero. Weight decay here is L2 inside the momentum (the
     paper's and PyTorch's SGD), not Keras's decoupled ``weight_decay``. Ties at the Q-th
     saliency are all kept active, as in the reference code; a saliency of exactly zero never
-    is. After training, ``tfprune.gsm_cut`` zeroes every weight outside the top Q.
+    is. After training, ``tfprune.gsm_cut`` zeroes every weight outside the top Q. The
+    optimizer also keeps, per prunable weight, how often it was active over the last ~100
+    steps (``activity()``), for ``gsm_cut(by="activity")``.
 
     The paper's MNIST setting: momentum 0.99, learning rate 1e-2, weight decay 5e-4, batch
     256, starting from a trained model.
@@ -163,17 +167,14 @@ class GlobalSparseMomentum(keras.optimizers.Optimizer):
             raise ValueError(f"{caller}: `weight_decay` must be a number >= 0; got {weight_decay!r}.")
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.prunable_paths = paths
+        # Checked now against the model's N, or (paths only) against any N until build knows it.
+        count = _active_count(total if total is not None else sys.maxsize, compression, keep, caller)
+        self.active_count = count if total is not None else None
         self.compression = None if compression is None else float(compression)
         self.keep = None if keep is None else int(keep)
         self.momentum = float(momentum)
         self.decay = float(weight_decay)  # not `weight_decay`: the base class would apply it decoupled
         self._total = total
-        if total is not None:
-            self.active_count = _active_count(total, compression, keep, caller)
-        else:
-            self.active_count = None
-            if (compression is None) == (keep is None):
-                _active_count(1, compression, keep, caller)  # the same error as with a model
 
     def build(self, variables):
         if self.built:
@@ -220,8 +221,10 @@ class GlobalSparseMomentum(keras.optimizers.Optimizer):
         chosen = [i for i, (g, v) in enumerate(zip(grads, variables)) if g is not None and id(v) in self._prunable_ids]
         if not chosen:
             return grads
-        saliency = [keras.ops.abs(keras.ops.multiply(keras.ops.cast(grads[i], variables[i].dtype), variables[i]))
-                    for i in chosen]
+        grads = list(grads)
+        for i in chosen:  # an Embedding's sparse gradient, made dense so that it can be ranked and masked
+            grads[i] = keras.ops.cast(keras.ops.convert_to_tensor(grads[i]), variables[i].dtype)
+        saliency = [keras.ops.abs(keras.ops.multiply(grads[i], variables[i])) for i in chosen]
         flat = keras.ops.concatenate([keras.ops.reshape(s, (-1,)) for s in saliency], axis=0)
         q = min(self.active_count, int(flat.shape[0]))
         threshold = keras.ops.top_k(flat, q, sorted=True)[0][q - 1]
