@@ -101,6 +101,21 @@ def test_history_counts_recovered_filters_and_frequency_skips_epochs():
     assert 0 <= sfp.history[1]["recovered"] <= 5
 
 
+def test_a_filter_that_grows_back_is_kept_and_counted_as_recovered():
+    model = _cnn()
+    sfp = SoftFilterPruning(ratio={"conv1": 0.5})
+    _prune_once(sfp, model, epoch=0)
+    grown = sfp.cut["conv1"][0]
+    kernel = model.get_layer("conv1").kernel
+    value = keras.ops.convert_to_numpy(kernel).copy()
+    value[..., grown] = 10.0  # as if training had made it the strongest filter
+    kernel.assign(value)
+    sfp.on_epoch_end(1, {})
+    assert grown not in sfp.cut["conv1"] and len(sfp.cut["conv1"]) == 3
+    assert sfp.history[-1] == {"epoch": 1, "zeroed": 3, "recovered": 1}
+    assert (_kernel(model, "conv1")[..., grown] == 10.0).all()
+
+
 def test_removal_matches_the_zeroed_channels_and_leaves_the_model_alone():
     model = _cnn()
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
