@@ -15,7 +15,8 @@ GSM's training adds to.
 Compression counts the kernels (the prunable weights, as the paper's code ranks them), not the
 biases. Test error on all 10,000 MNIST test images; seeds fixed.
 
-    python benchmarks/bench_gsm.py           # writes benchmarks/results/gsm.md (about 30 minutes on 2 busy cores)
+    python benchmarks/bench_gsm.py           # writes benchmarks/results/gsm.md (LeNet-300-100: 9 min on 2 busy cores;
+                                             # LeNet-5 did not finish in 27 min there: dense 13 min, each GSM ratio more)
     python benchmarks/bench_gsm.py --quick   # a smoke run on a slice of MNIST; its figures mean nothing
 """
 
