@@ -71,6 +71,9 @@ from tfprune._pruning import (  # the user-facing names of the pruning package's
     LAMP,
     LayerUniform,
     SparsityAllocation,
+    GlobalSparseMomentum,
+    gsm_compression,
+    gsm_cut,
 )
 
 # Subpackages, reachable as tfprune.export.to_tflite, tfprune.structured.prune, ...
@@ -115,4 +118,7 @@ __all__ = [
     "LAMP",
     "LayerUniform",
     "SparsityAllocation",
+    "GlobalSparseMomentum",
+    "gsm_compression",
+    "gsm_cut",
 ]

@@ -146,3 +146,13 @@ def optimizer_slots(optimizer, variable):
     shape = tuple(variable.shape)
     return [slot for slot in optimizer.variables
             if slot.name.startswith(prefix) and tuple(slot.shape) == shape and slot is not variable]
+
+
+def optimizer_variable_index(optimizer, variable):
+    """The position of ``variable`` among the variables ``optimizer`` was built on, inside ``update_step``.
+
+    On the TensorFlow backend ``update_step`` receives the backend ``tf.Variable``, not the Keras
+    variable, so only the optimizer's own key (``_get_variable_index``, what Keras's SGD and Adam
+    use) finds it.
+    """
+    return optimizer._get_variable_index(variable)

@@ -22,6 +22,7 @@ from tfprune._pruning.at_init import grasp_masks, snip_masks, synflow_masks
 from tfprune._pruning.sparse_training import DynamicSparseTraining, RigL, SET, random_masks
 from tfprune._pruning.allocation import ERK, GlobalMagnitude, LAMP, LayerUniform, SparsityAllocation
 from tfprune._pruning.history import SparsityHistory
+from tfprune._pruning.gsm import GlobalSparseMomentum, gsm_compression, gsm_cut
 from tfprune._pruning.registry import PrunableLayer
 from tfprune._pruning.report import SparsityReport, sparsity_report
 from tfprune._pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
@@ -72,4 +73,7 @@ __all__ = [
     "LAMP",
     "LayerUniform",
     "SparsityAllocation",
+    "GlobalSparseMomentum",
+    "gsm_compression",
+    "gsm_cut",
 ]

@@ -13,6 +13,8 @@ Methods: ``l1_norm``, ``l2_norm`` (Li et al. 2017), ``fpgm`` (He et al. 2019), `
 ``taylor`` (Molchanov et al. 2017). More criteria plug in: subclass ``WeightCriterion``
 (``score(analysis)``) or ``DataCriterion`` (``update(activation, gradient)``, ``result()``)
 and pass it to ``register_criterion``; ``criteria()`` lists every name.
+Soft filter pruning (He et al. 2018) runs inside ``fit``: the ``SoftFilterPruning`` callback
+zeroes the lowest-norm filters each epoch, lets them recover, and ``remove()`` cuts them.
 
 Example, network slimming then fine-tuning:
 
@@ -55,6 +57,7 @@ from tfprune.structured._slimming import set_slimming_penalty
 from tfprune.structured._clusters import cluster_filters
 from tfprune.structured._centripetal import CentripetalSGD
 from tfprune.structured._csgd_cut import csgd_cut
+from tfprune.structured._soft_filter import SoftFilterPruning
 from tfprune._graph import StructuredReport
 
 __all__ = [
@@ -84,4 +87,5 @@ __all__ = [
     "set_slimming_penalty",
     "taylor",
     "WeightCriterion",
+    "SoftFilterPruning",
 ]
