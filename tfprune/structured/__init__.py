@@ -49,6 +49,7 @@ from tfprune.structured._scores import (
     taylor,
 )
 from tfprune.structured._slimming import set_slimming_penalty
+from tfprune.structured._nisp import nisp
 from tfprune._graph import StructuredReport
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "iterative_prune",
     "l1_norm",
     "l2_norm",
+    "nisp",
     "prune",
     "register_criterion",
     "select_channels",
