@@ -50,9 +50,12 @@ from tfprune.structured._scores import (
 )
 from tfprune.structured._slimming import set_slimming_penalty
 from tfprune.structured._nisp import nisp
+from tfprune.structured._aofp import AOFPReport, aofp_prune
 from tfprune._graph import StructuredReport
 
 __all__ = [
+    "AOFPReport",
+    "aofp_prune",
     "METHODS",
     "Comparison",
     "Criterion",
