@@ -51,11 +51,15 @@ from tfprune.structured._scores import (
 from tfprune.structured._slimming import set_slimming_penalty
 from tfprune.structured._nisp import nisp
 from tfprune.structured._aofp import AOFPReport, aofp_prune
+from tfprune.structured._eagleeye import EagleEyeReport, adapt_batchnorm, eagleeye
 from tfprune._graph import StructuredReport
 
 __all__ = [
     "AOFPReport",
     "aofp_prune",
+    "EagleEyeReport",
+    "adapt_batchnorm",
+    "eagleeye",
     "METHODS",
     "Comparison",
     "Criterion",
