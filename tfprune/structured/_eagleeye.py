@@ -52,7 +52,7 @@ def _split(inputs, batch_size):
 def adapt_batchnorm(model, data, *, batches=20, batch_size=64):
     """A copy of ``model`` with its BatchNorm moving statistics re-estimated on ``data`` (adaptive BN).
 
-    Li, Qi, Tan, Cheng, Lin, Zhang and Wang, "EagleEye: Fast Sub-net Evaluation for Efficient
+    Li, Wu, Su, Wang and Lin, "EagleEye: Fast Sub-net Evaluation for Efficient
     Neural Network Pruning", ECCV 2020: after channels are removed, the moving mean and
     variance inherited from the full network no longer match the statistics of the smaller
     network's features, which makes a pruned network's accuracy before fine-tuning a poor guide.
@@ -217,7 +217,7 @@ def eagleeye(model, data, *, budget_flops, validation_data, candidates=20, windo
              min_channels=1, adaptive_bn=True, bn_batches=20, batch_size=64, metric=None, seed=0, verbose=0):
     """EagleEye: many random per-layer pruning ratios under a FLOP budget, each scored after adaptive BN.
 
-    Li, Qi, Tan, Cheng, Lin, Zhang and Wang, "EagleEye: Fast Sub-net Evaluation for Efficient
+    Li, Wu, Su, Wang and Lin, "EagleEye: Fast Sub-net Evaluation for Efficient
     Neural Network Pruning", ECCV 2020. Candidates are sub-networks given by one pruning ratio
     per layer, cut by L1 norm (the paper's choice); each candidate's BatchNorm moving statistics
     are re-estimated on a few training batches (``adapt_batchnorm``) before it is scored on
