@@ -5,7 +5,7 @@ BatchNorm statistics are re-estimated on a few training batches (adaptive BN) ra
 way their fine-tuned accuracy does, while the accuracy with the statistics inherited from the full
 network does not. This benchmark checks it on the CNN of tutorials/mnist_structured.py:
 
-1. the baseline is trained on the first 55,000 training images (the tutorial's 3 epochs);
+1. the baseline is trained on the first 55,000 training images (``--epochs``, default 2);
 2. ``tfprune.structured.eagleeye`` draws ``--candidates`` per-layer ratio vectors at one FLOP
    budget (``--budget`` x fewer multiply-adds, FLOPs within [0.9, 1] x budget), cuts each by L1
    norm and scores it on the 5,000 held-out training images, with and without adaptive BN;
@@ -86,14 +86,15 @@ def accuracy(model, x, y):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a slice of MNIST, 4 candidates: a smoke run")
-    parser.add_argument("--epochs", type=int, default=3, help="baseline epochs (the tutorial's)")
+    parser.add_argument("--epochs", type=int, default=2, help="baseline epochs")
     parser.add_argument("--budget", type=float, default=8.0, help="x fewer FLOPs than the baseline")
-    parser.add_argument("--candidates", type=int, default=24)
+    parser.add_argument("--candidates", type=int, default=16)
     parser.add_argument("--bn-batches", type=int, default=20, help="adaptive-BN forward passes of 64 images")
     parser.add_argument("--finetune-epochs", type=int, default=1)
-    parser.add_argument("--finetune-images", type=int, default=20000)
+    parser.add_argument("--finetune-images", type=int, default=10000)
     parser.add_argument("--validation", type=int, default=5000, help="held-out training images for the scores")
     args = parser.parse_args(argv)
+    args.argv = list(argv or [])
     if args.quick:
         args.candidates, args.finetune_images, args.validation = 4, 1000, 500
     return args
@@ -138,7 +139,7 @@ def section(args, report, baseline, base_flops, budget, search_seconds, uniform,
     pick_adaptive, pick_plain = int(np.argmax(adaptive)), int(np.argmax(plain))
     uniform_acc, ratio, uniform_flops = uniform
     layers = list(rows[0]["widths"])
-    command = "python benchmarks/bench_eagleeye.py" + (" --quick" if args.quick else "")
+    command = " ".join(["python benchmarks/bench_eagleeye.py"] + args.argv)
     lines = [
         "## EagleEye: does the adaptive-BN score rank candidates like their fine-tuned accuracy? (MNIST VGG CNN)"
         + (" (QUICK SMOKE RUN)" if args.quick else ""),

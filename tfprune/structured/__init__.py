@@ -14,6 +14,11 @@ Methods: ``l1_norm``, ``l2_norm`` (Li et al. 2017), ``fpgm`` (He et al. 2019), `
 (``score(analysis)``) or ``DataCriterion`` (``update(activation, gradient)``, ``result()``)
 and pass it to ``register_criterion``; ``criteria()`` lists every name.
 
+Beyond one score per channel: ``nisp`` (Yu et al. 2018) propagates the outputs' importance back
+through the graph (also the criterion ``"nisp"``); ``aofp_prune`` (Ding et al. 2019) finds each
+layer's width by a halving search judged on the next layer's output; ``eagleeye`` (Li et al. 2020)
+samples per-layer ratios under a FLOP budget and scores them after ``adapt_batchnorm``.
+
 Example, network slimming then fine-tuning:
 
 ```python
