@@ -52,7 +52,7 @@ def test_candidates_meet_the_budget_and_the_best_is_returned():
     assert all(0.9 * budget <= r["flops"] <= budget for r in report.rows)
     assert structured.flops_report(best).total_flops == report.rows[report.best]["flops"]
     assert report.rows[report.best]["score"] == max(r["score"] for r in report.rows)
-    assert len({tuple(sorted(r["widths"].items())) for r in report.rows}) > 1  # the draws differ
+    assert len({tuple(sorted(r["widths"].items())) for r in report.rows}) == 4  # distinct candidates
     again = tfprune.surgery.remove_channels(model, report.rows[2]["channels"])  # a candidate, rebuilt
     assert structured.flops_report(again).total_flops == report.rows[2]["flops"]
     assert "picked" in str(report)
@@ -86,3 +86,14 @@ def test_bad_input():
         structured.eagleeye(model, x, budget_flops=base / 2, validation_data=(x, y), window=0)
     with pytest.raises(ValueError, match="`data` is required"):
         structured.eagleeye(model, None, budget_flops=base / 2, validation_data=(x, y))
+
+
+def test_few_distinct_cuts_warn_and_return_what_was_found():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), L.Dense(3, name="h"), L.BatchNormalization(), L.Dense(2, name="out")])
+    x, y = np.random.default_rng(0).normal(size=(32, 4)).astype("float32"), np.zeros(32, int)
+    budget = structured.flops_report(model).total_flops - 1
+    with pytest.warns(UserWarning, match="distinct candidates"):
+        best, report = structured.eagleeye(model, x, budget_flops=budget, validation_data=(x, y), candidates=3,
+                                           window=0.5, bn_batches=1, batch_size=32)
+    assert 1 <= len(report.rows) < 3

@@ -85,8 +85,11 @@ class _Layer:
     def measure(self, model, inputs):
         """Caches each reader's input and output on ``inputs`` (the current model, nothing masked)."""
         graph = self.analysis.graph
-        probe = keras.Model(graph.functional.inputs, [graph.tensors[key] for _, key in self.readers])
-        values = probe.predict_on_batch(inputs[0] if len(inputs) == 1 else inputs)
+        model_inputs = graph.functional.inputs
+        probe = keras.Model(model_inputs[0] if len(model_inputs) == 1 else list(model_inputs),
+                            [graph.tensors[key] for _, key in self.readers])
+        # An eager call: the probe runs once, tracing a predict function for it would cost more
+        values = probe(inputs[0] if len(inputs) == 1 else inputs, training=False)
         self.x = [np.asarray(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
         self.y = [np.asarray(gnode.operation(x)) for (gnode, _), x in zip(self.readers, self.x)]
         self.scale = max(sum(float((y.astype(np.float64) ** 2).sum()) for y in self.y), 1e-30)

@@ -101,7 +101,8 @@ class EagleEyeReport:
             ``widths`` (``{layer: channels kept}``), ``flops``, ``score`` (after adaptive BN, or
             without it when ``adaptive_bn=False``) and ``score_without_adaptive_bn``.
         best: index into ``rows`` of the candidate returned.
-        draws: how many random ratio vectors were drawn (rejected draws included).
+        draws: how many random ratio vectors were drawn (rejected draws included: outside the
+            window, or a cut already drawn).
 
     Example:
 
@@ -230,7 +231,8 @@ def eagleeye(model, data, *, budget_flops, validation_data, candidates=20, windo
     cut has at most ``budget_flops`` FLOPs (bisection), and the draw is rejected (and drawn
     again) when the cut falls below ``window * budget_flops``. The paper draws the ratios and
     rejects those outside the window directly; scaling the random pattern keeps the draws at
-    strict budgets, where almost every plain draw would be rejected.
+    strict budgets, where almost every plain draw would be rejected. A draw giving a cut already
+    drawn is rejected too, so the candidates are distinct.
 
     Args:
         model: a built Sequential or Functional Keras 3 model with one output (not modified).
@@ -257,7 +259,11 @@ def eagleeye(model, data, *, budget_flops, validation_data, candidates=20, windo
     Raises:
         ValueError: bad arguments, missing data or labels, a budget at or above the model's
             FLOPs, or one that cannot be met even with every layer at ``max_ratio`` (the message
-            gives the FLOPs), or no draw within the window after many tries.
+            gives the FLOPs), or no draw within the window after ``20 * candidates`` tries.
+
+    Warns:
+        UserWarning: fewer distinct candidates than ``candidates`` were found in ``20 * candidates``
+            draws (a small model has few distinct cuts near one budget); the best of those is returned.
 
     Example:
 
@@ -301,19 +307,22 @@ def eagleeye(model, data, *, budget_flops, validation_data, candidates=20, windo
             "larger budget or a larger max_ratio."
         )
     rng = np.random.default_rng(seed)
-    rows, best_model, best, draws = [], None, None, 0
+    rows, best_model, best, draws, seen = [], None, None, 0, set()
     while len(rows) < candidates:
         if draws >= 20 * candidates:
-            raise ValueError(
-                f"eagleeye drew {draws} ratio vectors and only {len(rows)} had FLOPs within "
-                f"[{window} x, 1 x] budget_flops: lower `window` (the budget is too coarse for this model's "
-                "channel steps)."
-            )
+            message = (f"eagleeye drew {draws} ratio vectors and found {len(rows)} distinct candidates with FLOPs "
+                       f"within [{window} x, 1 x] budget_flops={budget:,.0f}")
+            if not rows:
+                raise ValueError(message + ": lower `window` (the budget is too fine for this model's channel steps).")
+            warnings.warn(message + f", not the {candidates} asked for; the model has few distinct cuts at this "
+                          "budget. Returning the best of those.", UserWarning, stacklevel=2)
+            break
         draws += 1
         u = rng.uniform(0.0, 1.0, len(sampler.keys))
         candidate, removed, flops, ratios = sampler.scaled(u, budget)
-        if not window * budget <= flops <= budget:
-            continue
+        if not window * budget <= flops <= budget or frozenset(removed) in seen:
+            continue  # outside the window, or a cut already scored
+        seen.add(frozenset(removed))
         plain = float(score(candidate, x_val, y_val))
         adapted = plain
         if adaptive_bn:
