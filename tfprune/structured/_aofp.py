@@ -2,6 +2,7 @@
 
 import math
 import numbers
+import warnings
 
 import numpy as np
 
@@ -205,6 +206,10 @@ def aofp_prune(model, data, *, tolerance=0.05, budget_flops=None, min_channels=1
         ValueError: bad arguments, no data, or a ``budget_flops`` that cannot be met even with
             every layer cut down to ``min_channels`` (the message gives both FLOP counts).
 
+    Warns:
+        UserWarning: a layer could not be searched because no layer that can be cut reads its
+            channels (``report.left_alone`` says so too).
+
     Example:
 
     ```python
@@ -261,6 +266,13 @@ def aofp_prune(model, data, *, tolerance=0.05, budget_flops=None, min_channels=1
                     low = middle
         result, used = best
     smaller, widths, damage, left_alone, evaluations = result
+    unread = [name for name, reason in left_alone.items() if reason.startswith("no layer downstream")]
+    if unread:
+        warnings.warn(
+            f"aofp_prune: {', '.join(repr(n) for n in unread)} of model '{model.name}' kept every channel: no layer "
+            "downstream that tfprune can cut reads their channels, so there is no next output to judge a cut by.",
+            UserWarning, stacklevel=2,
+        )
     report = AOFPReport(model.name, widths, damage, left_alone, used, evaluations, before,
                         flops_report(smaller).total_flops, tried)
     return smaller, report

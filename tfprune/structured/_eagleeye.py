@@ -262,7 +262,8 @@ def eagleeye(model, data, *, budget_flops, validation_data, candidates=20, windo
             gives the FLOPs), or no draw within the window after ``20 * candidates`` tries.
 
     Warns:
-        UserWarning: fewer distinct candidates than ``candidates`` were found in ``20 * candidates``
+        UserWarning: the model has no BatchNormalization layer (adaptive BN changes nothing); or
+            fewer distinct candidates than ``candidates`` were found in ``20 * candidates``
             draws (a small model has few distinct cuts near one budget); the best of those is returned.
 
     Example:
@@ -298,6 +299,9 @@ def eagleeye(model, data, *, budget_flops, validation_data, candidates=20, windo
     if budget >= base:
         raise ValueError(f"budget_flops={budget:,.0f} is not below model '{model.name}''s {base:,} FLOPs: "
                          "nothing needs to be pruned.")
+    if adaptive_bn and not _batchnorms(model):
+        warnings.warn(f"eagleeye: model '{model.name}' has no BatchNormalization layer, so adaptive BN changes "
+                      "nothing: the candidates are scored as they are.", UserWarning, stacklevel=2)
     sampler = _Sampler(model, max_ratio, min_channels)
     floor = sampler.cut({k: max_ratio for k in sampler.keys})[2]
     if floor > budget:
