@@ -82,3 +82,11 @@ def test_residual_group_is_searched_as_one():
     x = np.random.default_rng(0).normal(size=(32, 6)).astype("float32")
     smaller, report = structured.aofp_prune(model, x, tolerance=0.2)
     assert report.widths["a"][1] == report.widths["b"][1] == smaller.get_layer("a").units
+
+
+def test_nothing_within_tolerance_returns_a_copy():
+    model, x = net(dead=()), data()
+    smaller, report = structured.aofp_prune(model, x, tolerance=1e-12)
+    assert smaller is not model
+    assert report.widths["conv1"] == (8, 8) and report.widths["conv2"] == (6, 6)
+    np.testing.assert_allclose(smaller.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)

@@ -131,7 +131,7 @@ def _search(layer, tolerance):
 def _run(model, inputs, tolerance, min_channels):
     """One AOFP pass over every layer at ``tolerance``: ``(smaller model, widths, damage, left_alone, evaluations)``."""
     start = ChannelAnalysis(model)
-    current = rebuild_model(start, set())
+    current = model  # only read until the first cut rebuilds it
     plan = [g.layers for g in start.coupled_groups() if not g.blocked.all()]
     widths, damage, left_alone, evaluations = {}, {}, {}, 0
     for members in plan:
@@ -155,6 +155,8 @@ def _run(model, inputs, tolerance, min_channels):
             damage[name] = final
         if pruned:
             current = rebuild_model(analysis, set(pruned))
+    if current is model:
+        current = rebuild_model(start, set())  # nothing cut: still a copy, never the user's model
     return current, widths, damage, left_alone, evaluations
 
 
