@@ -16,6 +16,11 @@ and pass it to ``register_criterion``; ``criteria()`` lists every name.
 Soft filter pruning (He et al. 2018) runs inside ``fit``: the ``SoftFilterPruning`` callback
 zeroes the lowest-norm filters each epoch, lets them recover, and ``remove()`` cuts them.
 
+Beyond one score per channel: ``nisp`` (Yu et al. 2018) propagates the outputs' importance back
+through the graph (also the criterion ``"nisp"``); ``aofp_prune`` (Ding et al. 2019) finds each
+layer's width by a halving search judged on the next layer's output; ``eagleeye`` (Li et al. 2020)
+samples per-layer ratios under a FLOP budget and scores them after ``adapt_batchnorm``.
+
 Example, network slimming then fine-tuning:
 
 ```python
@@ -58,9 +63,17 @@ from tfprune.structured._clusters import cluster_filters
 from tfprune.structured._centripetal import CentripetalSGD
 from tfprune.structured._csgd_cut import csgd_cut
 from tfprune.structured._soft_filter import SoftFilterPruning
+from tfprune.structured._nisp import nisp
+from tfprune.structured._aofp import AOFPReport, aofp_prune
+from tfprune.structured._eagleeye import EagleEyeReport, adapt_batchnorm, eagleeye
 from tfprune._graph import StructuredReport
 
 __all__ = [
+    "AOFPReport",
+    "aofp_prune",
+    "EagleEyeReport",
+    "adapt_batchnorm",
+    "eagleeye",
     "CentripetalSGD",
     "cluster_filters",
     "csgd_cut",
@@ -81,6 +94,7 @@ __all__ = [
     "iterative_prune",
     "l1_norm",
     "l2_norm",
+    "nisp",
     "prune",
     "register_criterion",
     "select_channels",
