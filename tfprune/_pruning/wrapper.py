@@ -22,7 +22,7 @@ import numpy as np
 from tfprune._pruning import allocation as allocation_lib
 from tfprune._pruning import masks as mask_lib
 from tfprune._pruning import registry
-from tfprune._pruning.base import _PACKAGE, PruningWrapper, _positional
+from tfprune._pruning.base import _PACKAGE, PruningWrapper, _positional, masked_tensor
 from tfprune._pruning.schedules import ConstantSparsity, PruningSchedule, check_saveable
 
 GRANULARITIES = tuple(allocation_lib.ALLOCATIONS)  # "layer", "global", "lamp", "erk"
@@ -184,11 +184,11 @@ class PruneLowMagnitude(PruningWrapper):
     def assign_masks(self, full_masks, thresholds):
         """Stores new masks and thresholds, and zeroes the newly pruned weights."""
         for mask_var, thr_var, mask, thr in zip(self.masks, self.thresholds, full_masks, thresholds):
-            mask_var.assign(mask.astype(mask_var.dtype))
+            mask_var.assign(np.asarray(mask).astype(mask_var.dtype, copy=False))
             thr_var.assign(thr)
-        masked = self.masked_values()
-        for weight in self.pruned_weights:
-            weight.assign(masked[id(weight)])
+        # Multiplied where the weights live: no host copy of the weights and back.
+        for weight, mask_var in zip(self.pruned_weights, self.masks):
+            weight.assign(masked_tensor(weight, mask_var))
 
     def update_masks(self, sparsity):
         """Recomputes this layer's masks for ``sparsity`` (per-layer or m:n ranking)."""
