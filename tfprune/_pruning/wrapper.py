@@ -168,11 +168,16 @@ class PruneLowMagnitude(PruningWrapper):
         """Host copies of the magnitude scores ranked by a mask update, one per weight."""
         scores = []
         for weight in self.pruned_weights:
-            value = keras.ops.convert_to_numpy(weight).astype(np.float32)
+            # convert_to_numpy returns a new array (np.array copies), so it is scored in place.
+            value = keras.ops.convert_to_numpy(weight).astype(np.float32, copy=False)
             if self.row_importance is not None:
-                value = np.abs(value) * self.row_importance[:, None]
-            scores.append(mask_lib.block_scores(value, self.block_size, self.block_pooling_type)
-                          if len(value.shape) == 2 else np.abs(value))
+                value = np.multiply(np.abs(value, out=value), self.row_importance[:, None], out=value)
+            if len(value.shape) != 2:
+                scores.append(np.abs(value, out=value))
+            elif tuple(self.block_size) == (1, 1):
+                scores.append(np.abs(value, out=value))  # block_scores would return |value|: the same, in place
+            else:
+                scores.append(mask_lib.block_scores(value, self.block_size, self.block_pooling_type))
         return scores
 
     def expand(self, weight, score_mask):
