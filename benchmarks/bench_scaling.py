@@ -271,6 +271,7 @@ def _median(results, key):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Set-up and mask-update time from 1M to 100M parameters.")
     parser.add_argument("--quick", action="store_true", help="1M and 10M only, fewer rounds")
+    parser.add_argument("--rounds", type=int, help="processes per framework and size (default 3, quick 2)")
     parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -280,11 +281,15 @@ def main(argv=None):
 
     sizes = ["1M", "10M"] if args.quick else list(SIZES)
     rounds, repeats, train_rounds = (2, 2, 2) if args.quick else (3, 3, 3)
-    command = "nice -n 10 python benchmarks/bench_scaling.py" + (" --quick" if args.quick else "")
+    rounds = args.rounds or rounds
+    command = "nice -n 10 python benchmarks/bench_scaling.py" + (" --quick" if args.quick else "") + \
+        (f" --rounds {args.rounds}" if args.rounds else "")
     results = {}
     for size in sizes:
         for r in range(rounds):
-            for framework in (FRAMEWORKS if r % 2 == 0 else FRAMEWORKS[::-1]):
+            # The frameworks alternate from round to round (and from size to size with one round).
+            first = (r + sizes.index(size)) % 2 == 0
+            for framework in (FRAMEWORKS if first else FRAMEWORKS[::-1]):
                 res = _run_worker(framework, SIZES[size], repeats, train_rounds, STEPS[size])
                 results.setdefault((size, framework), []).append(res)
                 print(size, framework, {k: round(v, 3) if isinstance(v, float) else v for k, v in res.items()},
