@@ -19,8 +19,9 @@ def top_k_mask(scores, k):
     Ties are broken deterministically, so the kept count is exact: the
     sparsity after an update equals the target to within one weight.
 
-    The k-th largest score is found by selection (``np.partition``, Hoare's
-    quickselect: only the threshold, not the order of the kept scores), and
+    The k-th largest score is found by selection (``np.partition``; Hoare
+    1961, "Algorithm 65: Find": move elements around a pivot and recurse into
+    the side that holds position k, never sorting either side), and
     the mask is ``scores >= threshold``, written straight into the mask's
     buffer. When more than ``k`` scores reach the threshold (ties at it, or
     NaN), which of the tied scores are kept is decided exactly as it always
