@@ -295,6 +295,11 @@ def main(argv=None):
                 print(size, framework, {k: round(v, 3) if isinstance(v, float) else v for k, v in res.items()},
                       flush=True)
 
+    write_section("scaling", render(results, sizes, rounds, repeats, train_rounds, command))
+
+
+def render(results, sizes, rounds, repeats, train_rounds, command):
+    """The section's lines from ``{(size, framework): [worker result, ...]}``."""
     lines = [
         "## Scaling: pruning set-up and mask updates from 1M to 100M parameters",
         "",
@@ -352,7 +357,7 @@ def main(argv=None):
             f"| {size} | {_median(rs, 'update_old_s'):.3f} | {_median(rs, 'update_new_s'):.3f} | "
             f"{_median(rs, 'update_ratio'):.2f} | {_median(rs, 'rank_old_s'):.3f} | {_median(rs, 'rank_new_s'):.3f} | "
             f"{statistics.median(r['rank_old_s'] / r['rank_new_s'] for r in rs):.2f} | {tied} of {layers} |")
-    write_section("scaling", lines)
+    return lines
 
 
 if __name__ == "__main__":
