@@ -13,12 +13,16 @@ __all__ = [
     "Functional",
     "attention_projections",
     "call_arguments",
+    "in_stateless_scope",
+    "initialize_pending",
+    "initialize_with_values",
     "inbound_nodes",
     "inputs_struct",
     "is_functional",
     "keras_op_classes",
     "nodes_by_depth",
     "optimizer_slots",
+    "optimizer_variable_index",
     "outputs_struct",
     "replace_sublayer",
     "sequential_functional",
@@ -156,3 +160,49 @@ def optimizer_variable_index(optimizer, variable):
     use) finds it.
     """
     return optimizer._get_variable_index(variable)
+
+
+def in_stateless_scope():
+    """Whether the caller runs inside a ``keras.StatelessScope`` (variables created there wait uninitialised)."""
+    from keras.src.backend.common.stateless_scope import in_stateless_scope as inside
+
+    return inside()
+
+
+def initialize_pending():
+    """Initialises, with their own initializers, the variables left waiting by ``StatelessScope(initialize_variables=False)``."""
+    from keras.src.backend.common.variables import initialize_all_variables
+
+    initialize_all_variables()
+
+
+class _Holding:
+    """An initializer that returns a given value (no random draw, no zeros later overwritten)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __call__(self, shape, dtype=None):
+        return keras.ops.convert_to_tensor(self.value, dtype=dtype)
+
+
+def initialize_with_values(pairs):
+    """Initialises variables created in ``keras.StatelessScope(initialize_variables=False)`` from values.
+
+    ``pairs``: ``(variable, value)``. Keras keeps such a variable's initializer and runs it on
+    leaving the scope (``_deferred_initialize``); giving it one that returns ``value`` builds each
+    variable once, holding ``value``, instead of drawing random numbers and overwriting them. A
+    value that is a TensorFlow tensor or variable is not copied here: the new variable shares its
+    buffer until either one is written, when TensorFlow copies it (copy on write), so the source
+    never changes. Every other waiting variable gets its own initializer.
+    """
+    saved = []
+    try:
+        for variable, value in pairs:
+            saved.append((variable, variable._initializer))
+            variable._initializer = _Holding(value)
+        initialize_pending()
+    finally:
+        # The holding initializer refers to the source buffer; kept, it would pin a second copy alive.
+        for variable, initializer in saved:
+            variable._initializer = initializer

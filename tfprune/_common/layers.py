@@ -70,9 +70,18 @@ def copy_layer(layer, weights=None):
     weights whose config does not reload (a ``Lambda``), hold no state and are returned as
     they are.
 
+    Each weight of the copy is created once, holding its value: the copy is built in a
+    ``keras.StatelessScope`` that defers its variables, which are then initialised from the
+    values (no initializer runs, nothing is written twice). By default the values are the
+    original's variables themselves: the copy shares their buffers until either side is
+    written, when TensorFlow copies (copy on write), so copying a layer costs no memory and
+    the original is never modified. A layer whose build cannot run in that scope is copied the
+    plain way (``fresh_copy`` then ``set_weights``), with the same result.
+
     Args:
         layer: a ``keras.layers.Layer`` (or a ``keras.Operation``).
-        weights: values for ``copy.set_weights``; default ``layer.get_weights()``.
+        weights: values for the copy's ``weights`` (arrays, tensors or variables), in order;
+            default: ``layer``'s own variables.
 
     Returns:
         The copy.
@@ -89,6 +98,10 @@ def copy_layer(layer, weights=None):
     """
     if not isinstance(layer, keras.layers.Layer):
         return layer
+    if layer.built:
+        clone = _copy_holding(layer, list(layer.weights) if weights is None else list(weights))
+        if clone is not None:
+            return clone
     try:
         clone = fresh_copy(layer)
     except ValueError:
@@ -100,6 +113,44 @@ def copy_layer(layer, weights=None):
         return clone
     set_copied_weights(clone, layer.get_weights() if weights is None else weights, layer)
     return clone
+
+
+def _copy_holding(layer, values):
+    """``fresh_copy(layer)`` whose weights are created holding ``values``; None if it must be copied the plain way."""
+    if keras_internals.in_stateless_scope():
+        return None  # the caller's scope initialises its variables when it ends, not ours
+    scope = keras.StatelessScope(initialize_variables=False)
+    try:
+        with scope:
+            clone = fresh_copy(layer)
+    except Exception:  # noqa: BLE001 - the plain path below retries, and raises its own clear error
+        keras_internals.initialize_pending()
+        return None
+    if scope.state_mapping:
+        # The build assigned values, which the scope only recorded: let a plain build apply them.
+        keras_internals.initialize_pending()
+        return None
+    _check_places(clone, values, layer)
+    keras_internals.initialize_with_values(zip(clone.weights, values))
+    return clone
+
+
+def _check_places(clone, values, original):
+    """Raises ``ValueError`` unless ``clone`` has one weight of the right shape for each of ``values``."""
+    if len(clone.weights) != len(values):
+        keras_internals.initialize_pending()
+        raise ValueError(
+            f"Layer '{original.name}' ({type(original).__name__}) should get {len(values)} weights, but a copy "
+            f"built from its config has {len(clone.weights)}. Give the class a build() that creates every "
+            "sublayer's weights, and create its layers in __init__ from its get_config() arguments."
+        )
+    for variable, value in zip(clone.weights, values):
+        if tuple(variable.shape) != tuple(value.shape):
+            keras_internals.initialize_pending()
+            raise ValueError(
+                f"Layer '{original.name}' ({type(original).__name__}): weight '{variable.path}' of its copy has shape "
+                f"{tuple(variable.shape)}, but the value given for it has shape {tuple(value.shape)}."
+            )
 
 
 def set_copied_weights(clone, values, original):

@@ -643,7 +643,10 @@ def _strip_clone_function(layer):
 
 
 def _strip_layer(wrapper):
-    return copy_layer(wrapper.layer, _forward_values(wrapper.layer.weights, [wrapper]))
+    # Tensors, not host copies: each weight times its mask is computed once, and the copy's variable
+    # takes that buffer; the other weights are shared with the wrapper's until written (copy on write).
+    masked = wrapper.masked_tensors()
+    return copy_layer(wrapper.layer, [masked.get(id(w), w) for w in wrapper.layer.weights])
 
 
 def _forward_values(weights, wrappers):

@@ -33,6 +33,11 @@ def masked_value(weight, mask):
     return keras.ops.convert_to_numpy(weight) * keras.ops.convert_to_numpy(mask)
 
 
+def masked_tensor(weight, mask):
+    """``weight * mask`` as a new tensor (no host copy): the weight as the forward pass uses it."""
+    return keras.ops.multiply(weight, keras.ops.cast(mask, weight.dtype))
+
+
 class PruningWrapper(keras.layers.Wrapper):
     """Base class of the tfprune wrappers: pruned weights, their masks and the pruning step.
 
@@ -117,6 +122,10 @@ class PruningWrapper(keras.layers.Wrapper):
     def masked_values(self):
         """``{id(weight): weight * mask}`` (host copies) for every pruned weight."""
         return {id(w): masked_value(w, m) for w, m in zip(self.pruned_weights, self.masks)}
+
+    def masked_tensors(self):
+        """``{id(weight): weight * mask}`` (new tensors, computed where the weights live) for every pruned weight."""
+        return {id(w): masked_tensor(w, m) for w, m in zip(self.pruned_weights, self.masks)}
 
     def start_training(self):
         """Called by ``UpdatePruningStep`` when ``fit`` starts; nothing to do by default."""

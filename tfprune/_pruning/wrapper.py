@@ -22,7 +22,7 @@ import numpy as np
 from tfprune._pruning import allocation as allocation_lib
 from tfprune._pruning import masks as mask_lib
 from tfprune._pruning import registry
-from tfprune._pruning.base import _PACKAGE, PruningWrapper, _positional
+from tfprune._pruning.base import _PACKAGE, PruningWrapper, _positional, masked_tensor
 from tfprune._pruning.schedules import ConstantSparsity, PruningSchedule, check_saveable
 
 GRANULARITIES = tuple(allocation_lib.ALLOCATIONS)  # "layer", "global", "lamp", "erk"
@@ -168,11 +168,16 @@ class PruneLowMagnitude(PruningWrapper):
         """Host copies of the magnitude scores ranked by a mask update, one per weight."""
         scores = []
         for weight in self.pruned_weights:
-            value = keras.ops.convert_to_numpy(weight).astype(np.float32)
+            # convert_to_numpy returns a new array (np.array copies), so it is scored in place.
+            value = keras.ops.convert_to_numpy(weight).astype(np.float32, copy=False)
             if self.row_importance is not None:
-                value = np.abs(value) * self.row_importance[:, None]
-            scores.append(mask_lib.block_scores(value, self.block_size, self.block_pooling_type)
-                          if len(value.shape) == 2 else np.abs(value))
+                value = np.multiply(np.abs(value, out=value), self.row_importance[:, None], out=value)
+            if len(value.shape) != 2:
+                scores.append(np.abs(value, out=value))
+            elif tuple(self.block_size) == (1, 1):
+                scores.append(np.abs(value, out=value))  # block_scores would return |value|: the same, in place
+            else:
+                scores.append(mask_lib.block_scores(value, self.block_size, self.block_pooling_type))
         return scores
 
     def expand(self, weight, score_mask):
@@ -184,11 +189,11 @@ class PruneLowMagnitude(PruningWrapper):
     def assign_masks(self, full_masks, thresholds):
         """Stores new masks and thresholds, and zeroes the newly pruned weights."""
         for mask_var, thr_var, mask, thr in zip(self.masks, self.thresholds, full_masks, thresholds):
-            mask_var.assign(mask.astype(mask_var.dtype))
+            mask_var.assign(np.asarray(mask).astype(mask_var.dtype, copy=False))
             thr_var.assign(thr)
-        masked = self.masked_values()
-        for weight in self.pruned_weights:
-            weight.assign(masked[id(weight)])
+        # Multiplied where the weights live: no host copy of the weights and back.
+        for weight, mask_var in zip(self.pruned_weights, self.masks):
+            weight.assign(masked_tensor(weight, mask_var))
 
     def update_masks(self, sparsity):
         """Recomputes this layer's masks for ``sparsity`` (per-layer or m:n ranking)."""
