@@ -48,6 +48,10 @@ class ExportReport:
             ``sparse`` as asked and ``sparse_encoded`` as written, ...).
         alternatives: encodings that were tried and not written, with
             their size and why they were rejected.
+        encodings: per weight (constant tensor of rank 2 or more, or stored
+            sparse) of a ``to_tflite`` file, ``{"name", "storage",
+            "reason"}``: e.g. ``"dense: XNNPACK refused the sparse
+            FULLY_CONNECTED (...)"``. Also each tensor row's ``encoding``.
         notes, warnings: sentences about trade-offs and problems.
 
     Example:
@@ -61,13 +65,15 @@ class ExportReport:
     """
 
     def __init__(self, path, data, model_info, runtime, interpreter, agreement=None, settings=None,
-                 alternatives=None, notes=None, warnings=None):
+                 alternatives=None, notes=None, warnings=None, encodings=None):
         self.path = str(path)
         self.size_bytes = len(data)
         self.gzip_bytes = len(gzip.compress(data, compresslevel=9))
         graph = model_info.subgraphs[0] if model_info.subgraphs else None
         self.subgraphs = len(model_info.subgraphs)
         self.tensors = [_tensor_row(t) for t in graph.tensors] if graph else []
+        for row in self.tensors:
+            row["encoding"] = (encodings or {}).get(row["name"]) if row["constant"] else None
         self.inputs = [self.tensors[i] for i in graph.inputs] if graph else []
         self.outputs = [self.tensors[i] for i in graph.outputs] if graph else []
         self.operators = [op.op for op in graph.operators] if graph else []
@@ -78,6 +84,8 @@ class ExportReport:
         self.alternatives = alternatives or []
         self.notes = notes or []
         self.warnings = warnings or []
+        self.encodings = [{"name": t["name"], "storage": t["storage"], "reason": t["encoding"]}
+                          for t in self.tensors if t["encoding"]]
 
     # -- summaries ------------------------------------------------------------
 
@@ -113,6 +121,7 @@ class ExportReport:
             "runtime": self.runtime,
             "agreement": self.agreement,
             "alternatives": self.alternatives,
+            "encodings": self.encodings,
             "notes": self.notes,
             "warnings": self.warnings,
         }
@@ -151,6 +160,14 @@ class ExportReport:
              for t in self.tensors if t["constant"]],
             right={0, 5, 6},
         )
+        if self.encodings:
+            lines += ["", "Weight encodings"]
+            by_reason = {}
+            for e in self.encodings:
+                by_reason.setdefault(e["reason"], []).append(e["name"])
+            for reason, names in by_reason.items():
+                shown = ", ".join(_clip(n, 40) for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+                lines.append(f"- {len(names)} weight(s) {reason}: {shown}")
         lines += ["", "Operators: " + _op_summary(self.operators)]
         lines += ["", "Runtime (one thread; latency is the median of single-sample invokes)"]
         rows = []

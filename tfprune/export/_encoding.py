@@ -1,0 +1,104 @@
+"""Which sparse weights keep the sparse encoding under ``sparse="auto"``: found by probing, one group at a time.
+
+The default XNNPACK delegate takes or refuses a sparse weight by the
+operator that reads it, its dtype and its block shape (in ai-edge-litert
+2.3.0, int8 convolutions run sparse while an unstructured sparse int8
+FULLY_CONNECTED is refused), and no table of those rules ships with the
+runtime. So the rule is measured on the file itself: the sparse weights are
+grouped by (operator, dtype, block shape), and for each group a copy of the
+file that keeps only that group sparse is run under the default delegate;
+the groups whose copy fails are stored dense (``_rewrite.rewrite``). One
+probe per group (a handful per model), plus the final file's verification.
+"""
+
+import dataclasses
+
+from tfprune.export import _flatbuffer, _rewrite
+
+CONVERTER_DENSE = "dense: the converter stored it dense (too few zeros for the sparse format to be smaller)"
+ASKED_DENSE = "dense: sparse=False"
+
+
+@dataclasses.dataclass
+class SparseGroup:
+    """Sparse weights read by the same kind of operator, with the same dtype and block shape."""
+
+    op: str
+    dtype: str
+    block: tuple
+    tensors: list  # (subgraph index, tensor index)
+    names: list
+
+    @property
+    def label(self):
+        return f"{self.op} ({self.dtype}, {'x'.join(map(str, self.block))} blocks)"
+
+
+def sparse_groups(info):
+    """The sparse constant tensors of ``info`` (a ``_flatbuffer.Model``), grouped as ``SparseGroup``s.
+
+    A weight read through a DENSIFY operator is grouped by the operator that
+    reads DENSIFY's output: that is the operator the delegate must run.
+    """
+    groups = {}
+    for g, graph in enumerate(info.subgraphs):
+        readers = {}
+        for op in graph.operators:
+            for i in op.inputs:
+                readers.setdefault(i, []).append(op)
+        for t in graph.tensors:
+            if not t.sparsity:
+                continue
+            ops = set()
+            for op in readers.get(t.index, []):
+                if op.op == "DENSIFY":
+                    ops |= {r.op for r in readers.get(op.outputs[0], [])}
+                else:
+                    ops.add(op.op)
+            key = ("/".join(sorted(ops)) or "no operator", t.dtype, _flatbuffer.block_shape(t))
+            group = groups.setdefault(key, SparseGroup(*key, [], []))
+            group.tensors.append((g, t.index))
+            group.names.append(t.name)
+    return list(groups.values())
+
+
+def refused_groups(groups, data, default_run, probe_default):
+    """``{group label: RunResult}`` for the groups the default delegate does not run sparse.
+
+    Args:
+        groups: the file's ``SparseGroup``s.
+        data: the bytes of the all-sparse file, which failed under the
+            default delegate with ``default_run``.
+        probe_default: ``probe_default(bytes) -> RunResult``, the file run
+            and checked against Keras under the default delegate.
+    """
+    if len(groups) == 1:
+        return {groups[0].label: default_run}  # the all-sparse file was this group's probe
+    refused = {}
+    for group in groups:
+        others = [t for other in groups if other is not group for t in other.tensors]
+        run = probe_default(_rewrite.rewrite(data, densify=others))
+        if not run.works:
+            refused[group.label] = run
+    return refused
+
+
+def refusal_reason(group, run):
+    """Why ``group`` is stored dense, from the probe that kept it sparse alone."""
+    if run.loads:
+        return f"dense: with the sparse {group.op} weights XNNPACK {run.error.replace('loads and runs, but ', '')}"
+    return f"dense: XNNPACK refused the sparse {group.op} ({run.error})"
+
+
+def kept_reason(group):
+    return f"sparse: the default XNNPACK delegate runs the sparse {group.op}"
+
+
+def reasons(info, by_name, default):
+    """``{tensor name: reason}`` for the weights of ``info``: ``by_name`` where given, else ``default(tensor)``."""
+    result = {}
+    for graph in info.subgraphs:
+        for t in graph.tensors:
+            if t.is_constant and (t.sparsity or len(t.shape) >= 2):
+                result[t.name] = by_name.get(t.name) or default(t)
+    return result
