@@ -94,6 +94,34 @@ def kept_reason(group):
     return f"sparse: the default XNNPACK delegate runs the sparse {group.op}"
 
 
+def renamed(by_name, before, after):
+    """``by_name`` (reasons keyed by the tensor names of file ``before``) keyed by the names of file ``after``.
+
+    The converter names a weight differently when it encodes it dense, so
+    weights are matched by the order in which operators read them (through
+    DENSIFY in the sparse file); if the two files do not read the same
+    number of weights, nothing is matched.
+    """
+    old, new = _weights_in_order(before), _weights_in_order(after)
+    if len(old) != len(new):
+        return {}
+    return {b: by_name[a] for a, b in zip(old, new) if a in by_name}
+
+
+def _weights_in_order(info):
+    names = []
+    for graph in info.subgraphs:
+        densified = {op.outputs[0]: op.inputs[0] for op in graph.operators if op.op == "DENSIFY"}
+        for op in graph.operators:
+            if op.op == "DENSIFY":
+                continue
+            for i in op.inputs:
+                t = graph.tensors[densified.get(i, i)] if i >= 0 else None
+                if t is not None and t.is_constant and (t.sparsity or len(t.shape) >= 2):
+                    names.append(t.name)
+    return names
+
+
 def reasons(info, by_name, default):
     """``{tensor name: reason}`` for the weights of ``info``: ``by_name`` where given, else ``default(tensor)``."""
     result = {}

@@ -254,7 +254,7 @@ def choose_encodings(job, tmp_path, sparse_attempt, alternatives, notes):
                   f"XNNPACK delegate too ({mixed.runs['default'].error})")
         why.update({name: failed for g in kept for name in g.names})
     dense = fall_back_to_dense(job, tmp_path, sparse_attempt, alternatives, notes)
-    return dense, why
+    return dense, _encoding.renamed(why, sparse_attempt.info, dense.info)
 
 
 def fall_back_to_dense(job, tmp_path, sparse_attempt, alternatives, notes):

@@ -50,8 +50,9 @@ class ExportReport:
             their size and why they were rejected.
         encodings: per weight (constant tensor of rank 2 or more, or stored
             sparse) of a ``to_tflite`` file, ``{"name", "storage",
-            "reason"}``: e.g. ``"dense: XNNPACK refused the sparse
-            FULLY_CONNECTED (...)"``. Also each tensor row's ``encoding``.
+            "reason"}`` (and its ``index``): e.g. ``"dense: XNNPACK refused the sparse
+            FULLY_CONNECTED (...)"``. Empty for ``inspect_tflite`` (a file
+            alone does not say why).
         notes, warnings: sentences about trade-offs and problems.
 
     Example:
@@ -72,8 +73,6 @@ class ExportReport:
         graph = model_info.subgraphs[0] if model_info.subgraphs else None
         self.subgraphs = len(model_info.subgraphs)
         self.tensors = [_tensor_row(t) for t in graph.tensors] if graph else []
-        for row in self.tensors:
-            row["encoding"] = (encodings or {}).get(row["name"]) if row["constant"] else None
         self.inputs = [self.tensors[i] for i in graph.inputs] if graph else []
         self.outputs = [self.tensors[i] for i in graph.outputs] if graph else []
         self.operators = [op.op for op in graph.operators] if graph else []
@@ -84,8 +83,9 @@ class ExportReport:
         self.alternatives = alternatives or []
         self.notes = notes or []
         self.warnings = warnings or []
-        self.encodings = [{"name": t["name"], "storage": t["storage"], "reason": t["encoding"]}
-                          for t in self.tensors if t["encoding"]]
+        encodings = encodings or {}
+        self.encodings = [{"index": t["index"], "name": t["name"], "storage": t["storage"],
+                           "reason": encodings[t["name"]]} for t in self.tensors if t["constant"] and t["name"] in encodings]
 
     # -- summaries ------------------------------------------------------------
 
