@@ -166,9 +166,11 @@ def test_block_sparse_tensors_densify_to_the_dense_conversion(tmp_path):
 def test_rewrite_drops_what_nothing_uses_and_can_strip_metadata(all_sparse, x, tmp_path):
     data = open(all_sparse.path, "rb").read()
     schema = _flatbuffer.schema_module()
-    stripped = _rewrite.rewrite(data, strip_metadata=True)
+    stripped = _rewrite.rewrite(data, strip=True)
     model = schema.ModelT.InitFromPackedBuf(bytearray(stripped), 0)
-    assert not model.metadata and len(stripped) < len(data)
+    assert not model.metadata and not model.description and len(stripped) < len(data)
+    graph = model.subgraphs[0]
+    assert [bool(t.name) for t in graph.tensors] == [i in (*graph.inputs, *graph.outputs) for i in range(len(graph.tensors))]
     before = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
     assert {m.name.decode() for m in before.metadata} >= {"min_runtime_version"}
     # Densifying every sparse tensor removes the DENSIFY operator code and the densified-tensor copies.
@@ -188,3 +190,18 @@ def test_rewrite_drops_what_nothing_uses_and_can_strip_metadata(all_sparse, x, t
 def test_rewrite_names_a_tensor_that_is_not_sparse(all_dense):
     with pytest.raises(_rewrite.RewriteError, match="is not stored sparse"):
         _rewrite.rewrite(open(all_dense.path, "rb").read(), densify=[(0, 0)])
+
+
+def test_strip_drops_what_the_runtime_never_reads_and_still_verifies(model, x, mixed, tmp_path):
+    report = to_tflite(model, tmp_path / "stripped.tflite", quantization="int8", representative_data=x,
+                       strip=True, latency_runs=0)
+    assert report.works_by_default and report.settings["strip"] is True
+    assert report.size_bytes < mixed.size_bytes - 300
+    assert report.agreement["default"]["max_abs_error"] == mixed.agreement["default"]["max_abs_error"]
+    assert [t["storage"] for t in report.tensors] == [t["storage"] for t in mixed.tensors]
+    assert [e["reason"] for e in report.encodings] == [e["reason"] for e in mixed.encodings]
+    named = [t["name"] for t in report.tensors if t["name"]]
+    assert named == [t["name"] for t in report.inputs + report.outputs]
+    assert any("strip=True removed" in note for note in report.notes)
+    with pytest.raises(ValueError, match="`strip` must be True or False"):
+        to_tflite(model, tmp_path / "bad.tflite", strip="yes")

@@ -123,10 +123,10 @@ def _weights_in_order(info):
 
 
 def reasons(info, by_name, default):
-    """``{tensor name: reason}`` for the weights of ``info``: ``by_name`` where given, else ``default(tensor)``."""
-    result = {}
-    for graph in info.subgraphs:
-        for t in graph.tensors:
-            if t.is_constant and (t.sparsity or len(t.shape) >= 2):
-                result[t.name] = by_name.get(t.name) or default(t)
-    return result
+    """``{tensor index: reason}`` for the weights of the main subgraph of ``info`` (what the report shows).
+
+    ``by_name`` where it names the tensor, else ``default(tensor)``.
+    """
+    graph = info.subgraphs[0] if info.subgraphs else None
+    return {t.index: by_name.get(t.name) or default(t) for t in (graph.tensors if graph else [])
+            if t.is_constant and (t.sparsity or len(t.shape) >= 2)}

@@ -68,11 +68,13 @@ class _Attempt:
 
 
 def export(model, path, quantization, representative_data, sparse, *, io_dtype, per_channel, fuse_lstm,
-           sample_data, batch_size, require_default_delegate, verify_samples, latency_runs):
+           sample_data, batch_size, require_default_delegate, verify_samples, latency_runs, strip=False):
     """``to_tflite`` (see its docstring); returns the report."""
     mode = check_options(quantization, representative_data, sparse, io_dtype, batch_size, fuse_lstm)
     check_count("to_tflite", "verify_samples", verify_samples, minimum=1)
     check_count("to_tflite", "latency_runs", latency_runs, minimum=0)
+    if strip is not True and strip is not False:
+        raise ValueError(f"to_tflite: `strip` must be True or False. Received: {strip!r}.")
     destination = _check_destination(pathlib.Path(path))
     with _reserved(destination) as tmp_path:
         job, lstm_note = _prepare(model, mode, representative_data, sample_data, io_dtype, per_channel,
@@ -87,15 +89,17 @@ def export(model, path, quantization, representative_data, sparse, *, io_dtype, 
                 "Sparse encoding was allowed, but the converter stored every weight dense: no weight was "
                 "sparse enough to gain from it (prune the model first, e.g. to 80% or more)."
             )
+        encodings = _encoding.reasons(attempt.info, why, _default_reason(sparse, attempt))
         check_runs(attempt.runs, attempt.data, require_default_delegate, sparse, warns)
-        notes += runtime_notes(attempt.info, attempt.runs)
-        if mode.full_integer:
+        if mode.full_integer:  # before strip: it names layers from the tensor names
             warns += float_op_warnings(attempt.info, job.model, mode)
+        if strip:
+            attempt = strip_unread(job, tmp_path, attempt, notes)
+        notes += runtime_notes(attempt.info, attempt.runs)
         warns += agreement_warnings(attempt.agreement, mode)
     for warning in warns:
         warnings.warn(f"to_tflite({str(destination)!r}): {warning}", RuntimeWarning, stacklevel=3)
-    settings = _settings(job, sparse, batch_size)
-    encodings = _encoding.reasons(attempt.info, why, _default_reason(sparse, attempt))
+    settings = _settings(job, sparse, batch_size, strip)
     return ExportReport(destination, attempt.data, attempt.info, attempt.runs, _runtime.interpreter_api()[2],
                         attempt.agreement, settings, alternatives, notes, warns, encodings)
 
@@ -257,6 +261,29 @@ def choose_encodings(job, tmp_path, sparse_attempt, alternatives, notes):
     return dense, _encoding.renamed(why, sparse_attempt.info, dense.info)
 
 
+def strip_unread(job, tmp_path, attempt, notes):
+    """``strip=True``: the file without what the runtime never reads, if it runs exactly as the file before.
+
+    Drops the converter's metadata, the description and the names of inner
+    tensors (``_rewrite.rewrite(strip=True)``; tensor indices are kept, so
+    the report's rows line up), verifies the result like the file it
+    replaces, and keeps the unstripped file, with a note, if any
+    configuration works differently or the outputs differ.
+    """
+    stripped = probe_file(job, tmp_path, _rewrite.rewrite(attempt.data, strip=True))
+    same = all(stripped.runs[c].works == attempt.runs[c].works for c in attempt.runs) and all(
+        np.array_equal(a, b) for c in attempt.runs if attempt.runs[c].works
+        for a, b in zip(attempt.runs[c].outputs, stripped.runs[c].outputs))
+    if same and len(stripped.info.subgraphs[0].tensors) == len(attempt.info.subgraphs[0].tensors):
+        notes.append(f"strip=True removed {len(attempt.data) - len(stripped.data):,} bytes the runtime never reads "
+                     "(converter metadata, description, inner tensor names).")
+        return stripped
+    pathlib.Path(tmp_path).write_bytes(attempt.data)
+    notes.append("strip=True: the stripped file did not run exactly as the converted one; the file is written "
+                 "unstripped.")
+    return attempt
+
+
 def fall_back_to_dense(job, tmp_path, sparse_attempt, alternatives, notes):
     """``sparse="auto"``: no sparse weight runs under the default delegate; converts again with dense weights.
 
@@ -356,12 +383,12 @@ def agreement_warnings(agreement, mode):
 # -- helpers -------------------------------------------------------------------
 
 
-def _settings(job, sparse, batch_size):
+def _settings(job, sparse, batch_size, strip):
     mode = job.mode
     return {
         "quantization": mode.name,
         "io_dtype": job.io_dtype if mode.full_integer else _quantization.FLOAT_IO,
-        "sparse": sparse, "per_channel": job.per_channel, "batch_size": batch_size,
+        "sparse": sparse, "per_channel": job.per_channel, "batch_size": batch_size, "strip": strip,
         "fused_lstm": job.tf_keras_model is not None,
         "calibration_samples": min(len(job.representative[0]), _convert.MAX_CALIBRATION_SAMPLES)
         if mode.needs_representative_data else 0,

@@ -85,7 +85,7 @@ class ExportReport:
         self.warnings = warnings or []
         encodings = encodings or {}
         self.encodings = [{"index": t["index"], "name": t["name"], "storage": t["storage"],
-                           "reason": encodings[t["name"]]} for t in self.tensors if t["constant"] and t["name"] in encodings]
+                           "reason": encodings[t["index"]]} for t in self.tensors if t["index"] in encodings]
 
     # -- summaries ------------------------------------------------------------
 
@@ -166,7 +166,7 @@ class ExportReport:
             for e in self.encodings:
                 by_reason.setdefault(e["reason"], []).append(e["name"])
             for reason, names in by_reason.items():
-                shown = ", ".join(_clip(n, 40) for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+                shown = ", ".join(_clip(n or "(unnamed)", 40) for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
                 lines.append(f"- {len(names)} weight(s) {reason}: {shown}")
         lines += ["", "Operators: " + _op_summary(self.operators)]
         lines += ["", "Runtime (one thread; latency is the median of single-sample invokes)"]

@@ -13,8 +13,11 @@ and writes it again with ``flatbuffers.Builder``:
   read the constant directly;
 * tensors, buffers and operator codes nothing refers to any more are
   dropped, and every index is renumbered;
-* with ``strip_metadata``, the converter's informational metadata buffers
-  (``min_runtime_version``, ``CONVERSION_METADATA``) are dropped too.
+* with ``strip``, what the runtime never reads is dropped too: the
+  converter's metadata buffers (``min_runtime_version``,
+  ``CONVERSION_METADATA``), the model description, and the names of the
+  tensors that are neither an input nor an output (the signature keeps its
+  own names). Tensor indices do not change.
 
 Only files this package converted are rewritten (they are trusted: the
 object API reads without the bounds checks of ``_flatbuffer``), and every
@@ -38,15 +41,16 @@ class RewriteError(ValueError):
     """A file cannot be rewritten as asked (a sparse tensor stored outside the flatbuffer, an unknown index)."""
 
 
-def rewrite(data, densify=(), strip_metadata=False):
+def rewrite(data, densify=(), strip=False):
     """The file ``data`` with the tensors ``densify`` stored dense; returns the new bytes.
 
     Args:
         data: the bytes of a ``.tflite`` file.
         densify: ``(subgraph index, tensor index)`` pairs of sparse tensors
             to store dense.
-        strip_metadata: also drop the metadata the runtime does not read
-            (``STRIPPABLE_METADATA``).
+        strip: also drop what the runtime does not read: the metadata in
+            ``STRIPPABLE_METADATA``, the description, and the names of
+            tensors that are not a subgraph's input or output.
     """
     schema = _flatbuffer.schema_module()
     model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
@@ -58,8 +62,8 @@ def rewrite(data, densify=(), strip_metadata=False):
     densify_code = _opcode_indices(model, schema, "DENSIFY")
     for g, graph in enumerate(model.subgraphs):
         _drop_densify(graph, {t for sg, t in densify if sg == g}, densify_code)
-    if strip_metadata:
-        model.metadata = [m for m in (model.metadata or []) if _text(m.name) not in STRIPPABLE_METADATA] or None
+    if strip:
+        _strip(model)
     _compact(model)
     return _pack(model, schema)
 
@@ -147,6 +151,16 @@ def _drop_densify(graph, densified, densify_code):
         op.inputs = [replaced.get(int(i), int(i)) for i in op.inputs]
     graph.outputs = [replaced.get(int(i), int(i)) for i in graph.outputs]
     graph.operators = kept
+
+
+def _strip(model):
+    model.metadata = [m for m in (model.metadata or []) if _text(m.name) not in STRIPPABLE_METADATA] or None
+    model.description = None
+    for graph in model.subgraphs:
+        named = {int(i) for i in graph.inputs} | {int(i) for i in graph.outputs}
+        for i, t in enumerate(graph.tensors or []):
+            if i not in named:
+                t.name = None
 
 
 def _compact(model):
