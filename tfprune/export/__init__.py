@@ -24,9 +24,11 @@ Which sparse files work where (ai-edge-litert 2.3.0, measured by
   sparse, and the default XNNPACK delegate runs it. The smallest files that
   run everywhere. ``(4, 1)`` blocks work too, but the file is about twice
   as large.
-* int8 with unstructured or ``(1, n)`` sparsity: stored sparse, but XNNPACK
-  refuses the file ("failed to delegate FULLY_CONNECTED node"); it works
-  only on an interpreter created without the default delegates.
+* int8 with unstructured or ``(1, n)`` sparsity: stored sparse (expanded by
+  DENSIFY operators at load time); XNNPACK runs the sparse convolutions but
+  refuses a sparse FULLY_CONNECTED ("failed to delegate FULLY_CONNECTED
+  node"), so ``sparse="auto"`` keeps the convolutions sparse and stores the
+  fully connected weights dense, in one file.
 * dynamic-range int8 with ``(16, 1)`` or ``(4, 1)`` blocks: XNNPACK loads
   the sparse file but computes NaN and garbage; without delegates it is
   right.
