@@ -205,3 +205,22 @@ def test_strip_drops_what_the_runtime_never_reads_and_still_verifies(model, x, m
     assert any("strip=True removed" in note for note in report.notes)
     with pytest.raises(ValueError, match="`strip` must be True or False"):
         to_tflite(model, tmp_path / "bad.tflite", strip="yes")
+
+
+def test_a_partial_block_the_converter_drops_is_warned_about(tmp_path):
+    # 24 inputs in (16, 1) blocks: the int8 converter keeps inputs 0-15 of each row and drops 16-23.
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((24,)), keras.layers.Dense(5, name="out")])
+    kernel, bias = model.layers[0].get_weights()
+    mask = np.zeros_like(kernel)
+    mask[:16, 0] = 1
+    mask[16:, 1] = 1  # output 1 reads only the partial block
+    model.layers[0].set_weights([kernel * mask, bias])
+    x = np.random.default_rng(0).random((32, 24), dtype=np.float32)
+    with pytest.warns(RuntimeWarning, match="not a whole number of blocks") as caught:
+        report = to_tflite(model, tmp_path / "p.tflite", quantization="int8", representative_data=x, latency_runs=0)
+    assert "24 = 1 x 16 + 8" in str(caught[0].message)
+    [weight] = [t for t in report.tensors if t["constant"] and len(t["shape"]) == 2]
+    assert weight["storage"] == "sparse" and weight["stored_values"] == 16  # output 1's 8 weights are gone
+    outputs = _runtime.run(_runtime.load(report.path, "no_delegates"), [x])[0]
+    assert np.abs(outputs[:, 1] - model(x).numpy()[:, 1]).max() > 0.1

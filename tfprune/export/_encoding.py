@@ -122,6 +122,24 @@ def _weights_in_order(info):
     return names
 
 
+def partial_blocks(info):
+    """``(name, dimension size, block size)`` of the sparse tensors a dimension of which is not a whole number of blocks.
+
+    The converter (TensorFlow 2.20) stores only whole blocks: with int8
+    weights in (1, 16) blocks, a FULLY_CONNECTED with 24 inputs keeps
+    inputs 0-15 of each row and drops 16-23, nonzero or not (measured:
+    the file's output for such a row is off by the dropped terms).
+    """
+    found = []
+    for graph in info.subgraphs:
+        for t in graph.tensors:
+            block = _flatbuffer.block_shape(t) if t.sparsity else None
+            for size, b in zip(t.shape, block or ()):
+                if b > 1 and size % b:
+                    found.append((t.name, size, b))
+    return found
+
+
 def reasons(info, by_name, default):
     """``{tensor index: reason}`` for the weights of the main subgraph of ``info`` (what the report shows).
 

@@ -93,6 +93,7 @@ def export(model, path, quantization, representative_data, sparse, *, io_dtype, 
         check_runs(attempt.runs, attempt.data, require_default_delegate, sparse, warns)
         if mode.full_integer:  # before strip: it names layers from the tensor names
             warns += float_op_warnings(attempt.info, job.model, mode)
+        warns += partial_block_warnings(attempt.info)
         if strip:
             attempt = strip_unread(job, tmp_path, attempt, notes)
         notes += runtime_notes(attempt.info, attempt.runs)
@@ -362,6 +363,20 @@ def float_op_warnings(info, model, mode):
         f"{mode.argument} left {len(found)} operator(s) computing in float: {where}. The file runs "
         "on CPU, but an integer-only accelerator (NPU, Edge TPU) cannot run these; "
         f"{DYNAMIC.argument} is the honest choice if such layers must stay."
+    ]
+
+
+def partial_block_warnings(info):
+    """A warning for sparse weights whose blocks do not tile a dimension: the converter drops the rest."""
+    found = _encoding.partial_blocks(info)
+    if not found:
+        return []
+    where = ", ".join(f"'{name}' ({size} = {size // b} x {b} + {size % b})" for name, size, b in found[:3])
+    return [
+        f"{len(found)} sparse weight(s) have a dimension that is not a whole number of blocks: {where}. The "
+        "converter stores whole blocks only, so the last partial block of each row is dropped where it held "
+        "nonzero weights, and the file computes without them (verification tolerates it when the effect is "
+        "small). Use layer widths that are multiples of the block, or sparse=False for exact weights."
     ]
 
 
