@@ -112,6 +112,9 @@ def test_auto_writes_unstructured_int8_dense_and_says_why(unstructured_auto):
     assert alternative["size_bytes"] < report.size_bytes
     assert "FULLY_CONNECTED" in alternative["reason"]
     assert any("block_size=(16, 1)" in note for note in report.notes)
+    # Every weight was sparse in the refused file; each says so, under the name the dense file gives it.
+    assert len(report.encodings) == 2 and {e["storage"] for e in report.encodings} == {"dense"}
+    assert all(e["reason"].startswith("dense: XNNPACK refused the sparse FULLY_CONNECTED") for e in report.encodings)
 
 
 def test_sparse_true_refuses_a_file_xnnpack_cannot_load(unstructured, data, tmp_path):

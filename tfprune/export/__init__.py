@@ -24,9 +24,11 @@ Which sparse files work where (ai-edge-litert 2.3.0, measured by
   sparse, and the default XNNPACK delegate runs it. The smallest files that
   run everywhere. ``(4, 1)`` blocks work too, but the file is about twice
   as large.
-* int8 with unstructured or ``(1, n)`` sparsity: stored sparse, but XNNPACK
-  refuses the file ("failed to delegate FULLY_CONNECTED node"); it works
-  only on an interpreter created without the default delegates.
+* int8 with unstructured or ``(1, n)`` sparsity: stored sparse (expanded by
+  DENSIFY operators at load time); XNNPACK runs the sparse convolutions but
+  refuses a sparse FULLY_CONNECTED ("failed to delegate FULLY_CONNECTED
+  node"), so ``sparse="auto"`` keeps the convolutions sparse and stores the
+  fully connected weights dense, in one file.
 * dynamic-range int8 with ``(16, 1)`` or ``(4, 1)`` blocks: XNNPACK loads
   the sparse file but computes NaN and garbage; without delegates it is
   right.
@@ -34,8 +36,9 @@ Which sparse files work where (ai-edge-litert 2.3.0, measured by
   everywhere; with ``(16, 1)`` blocks both configurations compute NaN.
 
 Verification catches each of these, so ``sparse="auto"`` keeps the sparse
-encoding only where the default delegate gives the Keras model's outputs,
-and writes the weights dense otherwise. Recommended for small int8 files
+encoding only for the weights whose operator the default delegate runs
+sparse with the Keras model's outputs (found by probing, per operator kind,
+dtype and block shape), and stores the others dense, in one file. Recommended for small int8 files
 that run: ``prune_low_magnitude(..., block_size=(16, 1))``, then
 ``to_tflite(..., quantization="int8", representative_data=...)``.
 
@@ -87,6 +90,7 @@ def to_tflite(
     require_default_delegate=True,
     verify_samples=200,
     latency_runs=100,
+    strip=False,
 ):
     """Converts a Keras model to a ``.tflite`` file, verifies it, and reports on it.
 
@@ -104,10 +108,18 @@ def to_tflite(
     XNNPACK delegate runs such a file only for full-integer models pruned in
     blocks along the input (``block_size=(16, 1)`` or ``(4, 1)``):
 
-    * ``sparse="auto"`` (default) tries the sparse encoding and keeps it if
-      it works under the default delegate; otherwise it writes the weights
-      dense and the report says what the sparse file would have weighed,
-      how fast it ran without delegates, and why it was not written.
+    * ``sparse="auto"`` (default) chooses per weight: it tries the sparse
+      encoding and keeps it if the file works under the default delegate;
+      otherwise it groups the sparse weights by the operator that reads
+      them (with their dtype and block shape), runs a copy of the file
+      keeping only one group sparse per group, and writes one file with
+      the groups that ran kept sparse and the others stored dense (the
+      converted flatbuffer rewritten: sparse values expanded, their
+      DENSIFY operators dropped), verified like any export. With int8,
+      convolutions stay sparse and an unstructured FULLY_CONNECTED goes
+      dense. If no group runs sparse it converts again with dense weights.
+      ``report.encodings`` says, per weight, which encoding it got and
+      why; ``report.alternatives`` what the all-sparse file weighed.
     * ``sparse=True`` writes the sparse encoding or raises ``ExportError``
       if the default delegate refuses it. With
       ``require_default_delegate=False`` it writes the file anyway, with a
@@ -159,6 +171,11 @@ def to_tflite(
             writes such a file with a warning if it works without delegates.
         verify_samples: how many samples of ``sample_data`` to compare.
         latency_runs: how many invokes to time per configuration (0: none).
+        strip: drop what the runtime never reads (the converter's metadata,
+            the model description, the names of inner tensors; inputs and
+            outputs keep theirs), about 1 KB on a small model. The
+            stripped file is verified too, and kept only if it runs exactly
+            as the unstripped one. Default ``False``: names help debugging.
 
     Returns:
         An ``ExportReport`` of the written file.
@@ -188,7 +205,7 @@ def to_tflite(
         model, path, quantization, representative_data, sparse, io_dtype=io_dtype, per_channel=per_channel,
         fuse_lstm=fuse_lstm, sample_data=sample_data, batch_size=batch_size,
         require_default_delegate=require_default_delegate, verify_samples=verify_samples,
-        latency_runs=latency_runs,
+        latency_runs=latency_runs, strip=strip,
     )
 
 

@@ -225,6 +225,16 @@ def _schema():
     raise ImportError("reading .tflite files needs ai-edge-litert (pip install ai-edge-litert) or tensorflow")
 
 
+def schema_module():
+    """The generated TFLite schema module (``schema_py_generated``) files are read and rewritten with."""
+    return _schema()
+
+
+def item_bytes(dtype):
+    """Bytes per stored value of a tensor type named as ``Tensor.dtype`` is (``"int8"``: 1)."""
+    return _ITEM_BYTES.get(dtype, 1)
+
+
 def _enum_names(enum):
     return {v: k for k, v in vars(enum).items() if not k.startswith("_") and isinstance(v, int)}
 

@@ -1,4 +1,4 @@
-"""The export pipeline behind ``to_tflite`` and ``inspect_tflite``: convert, probe, fall back, verify, write.
+"""The export pipeline behind ``to_tflite`` and ``inspect_tflite``: convert, probe, choose encodings, verify, write.
 
 Each step is a function; ``export`` runs them in order. The file is written to
 a temporary path beside the destination (``_common.files.atomic_path``) and
@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 
 from tfprune._common.files import atomic_path
-from tfprune.export import _convert, _flatbuffer, _quantization, _runtime, _verify
+from tfprune.export import _convert, _encoding, _flatbuffer, _quantization, _rewrite, _runtime, _verify
 from tfprune.export._flatbuffer import FlatbufferError
 from tfprune.export._quantization import DYNAMIC, FLOAT16, INT8
 from tfprune.export._report import ExportReport
@@ -68,34 +68,41 @@ class _Attempt:
 
 
 def export(model, path, quantization, representative_data, sparse, *, io_dtype, per_channel, fuse_lstm,
-           sample_data, batch_size, require_default_delegate, verify_samples, latency_runs):
+           sample_data, batch_size, require_default_delegate, verify_samples, latency_runs, strip=False):
     """``to_tflite`` (see its docstring); returns the report."""
     mode = check_options(quantization, representative_data, sparse, io_dtype, batch_size, fuse_lstm)
     check_count("to_tflite", "verify_samples", verify_samples, minimum=1)
     check_count("to_tflite", "latency_runs", latency_runs, minimum=0)
+    if strip is not True and strip is not False:
+        raise ValueError(f"to_tflite: `strip` must be True or False. Received: {strip!r}.")
     destination = _check_destination(pathlib.Path(path))
     with _reserved(destination) as tmp_path:
         job, lstm_note = _prepare(model, mode, representative_data, sample_data, io_dtype, per_channel,
                                   fuse_lstm, batch_size, verify_samples, latency_runs)
         notes, warns, alternatives = [lstm_note] if lstm_note else [], [], []
         attempt = convert_and_probe(job, tmp_path, encode_sparse=sparse is not False)
+        why = {}
         if sparse == "auto" and _has_sparse(attempt.info) and not attempt.runs["default"].works:
-            attempt = fall_back_to_dense(job, tmp_path, attempt, alternatives, notes)
+            attempt, why = choose_encodings(job, tmp_path, attempt, alternatives, notes)
         elif sparse is not False and not _has_sparse(attempt.info):
             notes.append(
                 "Sparse encoding was allowed, but the converter stored every weight dense: no weight was "
                 "sparse enough to gain from it (prune the model first, e.g. to 80% or more)."
             )
+        encodings = _encoding.reasons(attempt.info, why, _default_reason(sparse, attempt))
         check_runs(attempt.runs, attempt.data, require_default_delegate, sparse, warns)
-        notes += runtime_notes(attempt.info, attempt.runs)
-        if mode.full_integer:
+        if mode.full_integer:  # before strip: it names layers from the tensor names
             warns += float_op_warnings(attempt.info, job.model, mode)
+        warns += partial_block_warnings(attempt.info)
+        if strip:
+            attempt = strip_unread(job, tmp_path, attempt, notes)
+        notes += runtime_notes(attempt.info, attempt.runs)
         warns += agreement_warnings(attempt.agreement, mode)
     for warning in warns:
         warnings.warn(f"to_tflite({str(destination)!r}): {warning}", RuntimeWarning, stacklevel=3)
-    settings = _settings(job, sparse, batch_size)
+    settings = _settings(job, sparse, batch_size, strip)
     return ExportReport(destination, attempt.data, attempt.info, attempt.runs, _runtime.interpreter_api()[2],
-                        attempt.agreement, settings, alternatives, notes, warns)
+                        attempt.agreement, settings, alternatives, notes, warns, encodings)
 
 
 def inspect(path, run=True, latency_runs=100):
@@ -202,16 +209,84 @@ def convert_and_probe(job, tmp_path, encode_sparse):
     """Converts, writes to ``tmp_path``, runs under every configuration and compares with Keras."""
     data = _convert.convert(job.model, job.specs, job.mode, job.representative, job.io_dtype, encode_sparse,
                             job.per_channel, job.tf_keras_model)
+    return probe_file(job, tmp_path, data)
+
+
+def probe_file(job, tmp_path, data, configurations=_runtime.CONFIGURATIONS, latency=True):
+    """Writes ``data`` to ``tmp_path``, runs it under ``configurations`` and compares it with Keras."""
     pathlib.Path(tmp_path).write_bytes(data)
-    runs = {c: _runtime.probe(tmp_path, c, job.samples, job.names, job.latency_runs)
-            for c in _runtime.CONFIGURATIONS}
+    runs = {c: _runtime.probe(tmp_path, c, job.samples, job.names, job.latency_runs if latency else 0)
+            for c in configurations}
     agreement = {c: _verify.check_run(r, job.expected, job.mode) for c, r in runs.items()}
     agreement = {c: a for c, a in agreement.items() if a is not None}
     return _Attempt(data, runs, agreement, _flatbuffer.read_model(data))
 
 
+def choose_encodings(job, tmp_path, sparse_attempt, alternatives, notes):
+    """``sparse="auto"`` after the all-sparse file failed under the default delegate: sparse where it runs.
+
+    Groups the sparse weights by the operator that reads them
+    (``_encoding.sparse_groups``), finds the groups the default delegate
+    refuses by probing each alone (``_encoding.refused_groups``), and
+    rewrites the file with only those stored dense (``_rewrite.rewrite``).
+    If no group runs sparse, or the mixed file fails too, converts again
+    with every weight dense (``fall_back_to_dense``).
+
+    Returns:
+        ``(attempt, {tensor name: reason})``: the file chosen, and why each
+        weight that was sparse in the first file is stored as it is.
+    """
+    groups = _encoding.sparse_groups(sparse_attempt.info)
+
+    def probe_default(data):
+        return probe_file(job, tmp_path, data, ("default",), latency=False).runs["default"]
+
+    refused = _encoding.refused_groups(groups, sparse_attempt.data, sparse_attempt.runs["default"], probe_default)
+    why = {}
+    for group in groups:
+        reason = (_encoding.refusal_reason(group, refused[group.label]) if group.label in refused
+                  else _encoding.kept_reason(group))
+        why.update(dict.fromkeys(group.names, reason))
+    kept = [g for g in groups if g.label not in refused]
+    if kept:
+        densify = [t for g in groups if g.label in refused for t in g.tensors]
+        mixed = probe_file(job, tmp_path, _rewrite.rewrite(sparse_attempt.data, densify=densify))
+        if mixed.runs["default"].works:
+            alternatives.append(_alternative(sparse_attempt.data, sparse_attempt.runs))
+            notes.append(_mixed_note(mixed, sparse_attempt, kept, [g for g in groups if g.label in refused]))
+            return mixed, why
+        failed = (f"dense: the file keeping {', '.join(g.label for g in kept)} sparse failed under the default "
+                  f"XNNPACK delegate too ({mixed.runs['default'].error})")
+        why.update({name: failed for g in kept for name in g.names})
+    dense = fall_back_to_dense(job, tmp_path, sparse_attempt, alternatives, notes)
+    return dense, _encoding.renamed(why, sparse_attempt.info, dense.info)
+
+
+def strip_unread(job, tmp_path, attempt, notes):
+    """``strip=True``: the file without what the runtime never reads, if it runs exactly as the file before.
+
+    Drops the converter's metadata, the description and the names of inner
+    tensors (``_rewrite.rewrite(strip=True)``; tensor indices are kept, so
+    the report's rows line up), verifies the result like the file it
+    replaces, and keeps the unstripped file, with a note, if any
+    configuration works differently or the outputs differ.
+    """
+    stripped = probe_file(job, tmp_path, _rewrite.rewrite(attempt.data, strip=True))
+    same = all(stripped.runs[c].works == attempt.runs[c].works for c in attempt.runs) and all(
+        np.array_equal(a, b) for c in attempt.runs if attempt.runs[c].works
+        for a, b in zip(attempt.runs[c].outputs, stripped.runs[c].outputs))
+    if same and len(stripped.info.subgraphs[0].tensors) == len(attempt.info.subgraphs[0].tensors):
+        notes.append(f"strip=True removed {len(attempt.data) - len(stripped.data):,} bytes the runtime never reads "
+                     "(converter metadata, description, inner tensor names).")
+        return stripped
+    pathlib.Path(tmp_path).write_bytes(attempt.data)
+    notes.append("strip=True: the stripped file did not run exactly as the converted one; the file is written "
+                 "unstripped.")
+    return attempt
+
+
 def fall_back_to_dense(job, tmp_path, sparse_attempt, alternatives, notes):
-    """``sparse="auto"``: the sparse file failed under the default delegate; converts again with dense weights.
+    """``sparse="auto"``: no sparse weight runs under the default delegate; converts again with dense weights.
 
     Records the sparse file in ``alternatives`` and explains the choice in ``notes``.
     """
@@ -291,6 +366,20 @@ def float_op_warnings(info, model, mode):
     ]
 
 
+def partial_block_warnings(info):
+    """A warning for sparse weights whose blocks do not tile a dimension: the converter drops the rest."""
+    found = _encoding.partial_blocks(info)
+    if not found:
+        return []
+    where = ", ".join(f"'{name}' ({size} = {size // b} x {b} + {size % b})" for name, size, b in found[:3])
+    return [
+        f"{len(found)} sparse weight(s) have a dimension that is not a whole number of blocks: {where}. The "
+        "converter stores whole blocks only, so the last partial block of each row is dropped where it held "
+        "nonzero weights, and the file computes without them (verification tolerates it when the effect is "
+        "small). Use layer widths that are multiples of the block, or sparse=False for exact weights."
+    ]
+
+
 def agreement_warnings(agreement, mode):
     """Warnings when a file is further from Keras than its mode's rounding, or disagrees on top-1."""
     warns = []
@@ -309,12 +398,12 @@ def agreement_warnings(agreement, mode):
 # -- helpers -------------------------------------------------------------------
 
 
-def _settings(job, sparse, batch_size):
+def _settings(job, sparse, batch_size, strip):
     mode = job.mode
     return {
         "quantization": mode.name,
         "io_dtype": job.io_dtype if mode.full_integer else _quantization.FLOAT_IO,
-        "sparse": sparse, "per_channel": job.per_channel, "batch_size": batch_size,
+        "sparse": sparse, "per_channel": job.per_channel, "batch_size": batch_size, "strip": strip,
         "fused_lstm": job.tf_keras_model is not None,
         "calibration_samples": min(len(job.representative[0]), _convert.MAX_CALIBRATION_SAMPLES)
         if mode.needs_representative_data else 0,
@@ -340,6 +429,34 @@ def _check_float_inputs(model, specs, io_dtype):
             f"to_tflite: io_dtype={io_dtype!r} quantizes float inputs, but input(s) {integer} of model "
             f"'{model.name}' are already integers. Use io_dtype={_quantization.FLOAT_IO!r}."
         )
+
+
+def _default_reason(sparse, attempt):
+    """The reason for a weight's encoding when no probe decided it."""
+    works = attempt.runs["default"].works
+
+    def reason(tensor):
+        if sparse is False:
+            return _encoding.ASKED_DENSE
+        if not tensor.sparsity:
+            return _encoding.CONVERTER_DENSE
+        if works:
+            return "sparse: the default XNNPACK delegate runs the file with every weight the converter encoded sparse"
+        return "sparse: sparse=True (the default XNNPACK delegate does not run this file)"
+
+    return reason
+
+
+def _mixed_note(mixed, sparse_attempt, kept, refused):
+    return (
+        f"sparse='auto' kept the sparse encoding for {_listing(kept)} and stored {_listing(refused)} dense, "
+        f"which the default XNNPACK delegate does not run sparse ({len(mixed.data):,} bytes; the all-sparse "
+        f"file, {len(sparse_attempt.data):,} bytes, fails under the default delegate)."
+    )
+
+
+def _listing(groups):
+    return ", ".join(f"{g.label}: {len(g.tensors)} tensor(s)" for g in groups)
 
 
 def _has_sparse(info):

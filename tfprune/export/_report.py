@@ -48,6 +48,11 @@ class ExportReport:
             ``sparse`` as asked and ``sparse_encoded`` as written, ...).
         alternatives: encodings that were tried and not written, with
             their size and why they were rejected.
+        encodings: per weight (constant tensor of rank 2 or more, or stored
+            sparse) of a ``to_tflite`` file, ``{"name", "storage",
+            "reason"}`` (and its ``index``): e.g. ``"dense: XNNPACK refused the sparse
+            FULLY_CONNECTED (...)"``. Empty for ``inspect_tflite`` (a file
+            alone does not say why).
         notes, warnings: sentences about trade-offs and problems.
 
     Example:
@@ -61,7 +66,7 @@ class ExportReport:
     """
 
     def __init__(self, path, data, model_info, runtime, interpreter, agreement=None, settings=None,
-                 alternatives=None, notes=None, warnings=None):
+                 alternatives=None, notes=None, warnings=None, encodings=None):
         self.path = str(path)
         self.size_bytes = len(data)
         self.gzip_bytes = len(gzip.compress(data, compresslevel=9))
@@ -78,6 +83,9 @@ class ExportReport:
         self.alternatives = alternatives or []
         self.notes = notes or []
         self.warnings = warnings or []
+        encodings = encodings or {}
+        self.encodings = [{"index": t["index"], "name": t["name"], "storage": t["storage"],
+                           "reason": encodings[t["index"]]} for t in self.tensors if t["index"] in encodings]
 
     # -- summaries ------------------------------------------------------------
 
@@ -113,6 +121,7 @@ class ExportReport:
             "runtime": self.runtime,
             "agreement": self.agreement,
             "alternatives": self.alternatives,
+            "encodings": self.encodings,
             "notes": self.notes,
             "warnings": self.warnings,
         }
@@ -151,6 +160,14 @@ class ExportReport:
              for t in self.tensors if t["constant"]],
             right={0, 5, 6},
         )
+        if self.encodings:
+            lines += ["", "Weight encodings"]
+            by_reason = {}
+            for e in self.encodings:
+                by_reason.setdefault(e["reason"], []).append(e["name"])
+            for reason, names in by_reason.items():
+                shown = ", ".join(_clip(n or "(unnamed)", 40) for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+                lines.append(f"- {len(names)} weight(s) {reason}: {shown}")
         lines += ["", "Operators: " + _op_summary(self.operators)]
         lines += ["", "Runtime (one thread; latency is the median of single-sample invokes)"]
         rows = []
