@@ -42,6 +42,7 @@ from _sections import load_tutorial, write_section  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TUTORIAL = load_tutorial("mnist_structured")
 MIN_CHANNELS = 4
+DEFAULT_BUDGETS = [3.0, 8.0]
 
 
 def flops(model):
@@ -110,7 +111,7 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="2,000 training images, a smoke run")
     parser.add_argument("--epochs", type=int, default=3, help="baseline epochs (the tutorial's)")
     parser.add_argument("--finetune-epochs", type=int, default=1)
-    parser.add_argument("--budgets", type=float, nargs="+", default=[3.0, 8.0], help="x fewer FLOPs")
+    parser.add_argument("--budgets", type=float, nargs="+", default=DEFAULT_BUDGETS, help="x fewer FLOPs")
     parser.add_argument("--methods", nargs="*", default=None, help="default: every method")
     parser.add_argument("--calibration", type=int, default=2000)
     parser.add_argument("--latency-rounds", type=int, default=10)
@@ -165,7 +166,10 @@ def main(argv=None):
 
 def report(rows, args, minutes):
     base = rows[0]
-    command = "python benchmarks/bench_filter_methods.py" + (" --quick" if args.quick else "")
+    command = "python benchmarks/bench_filter_methods.py" + " ".join(
+        [""] + (["--quick"] if args.quick else [])
+        + ([f"--budgets {' '.join(f'{b:g}' for b in args.budgets)}"] if args.budgets != DEFAULT_BUDGETS else [])
+        + ([f"--methods {' '.join(args.methods)}"] if args.methods else []))
     lines = [
         "## Filter pruning methods at the same FLOP budgets (MNIST VGG-style CNN)"
         + (" (QUICK SMOKE RUN)" if args.quick else ""),
